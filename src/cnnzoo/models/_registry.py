@@ -1,0 +1,116 @@
+"""The model registry: builder name -> builder and the facts `cnnzoo models` prints.
+
+A builder is registered with `@register_model(family=..., input_size=..., min_size=..., paper=...)`;
+its function name is the registry key. Builders are keyword-only and accept `num_classes` and
+`in_chans`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import CnnzooError
+
+__all__ = ["ModelInfo", "register_model", "list_models", "model_info", "create_model", "count_params"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    input_size: int  # the side of the square input the paper used
+    min_size: int  # the smallest side that still runs forward (every stride and pool fits)
+    paper: str
+    in_chans: int = 3  # default channels when the caller does not say
+    num_classes: int = 1000  # default classes when the caller does not say
+    builder: Callable[..., nn.Module] | None = None
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *, family: str, input_size: int, min_size: int, paper: str, in_chans: int = 3, num_classes: int = 1000
+):
+    """Decorator that adds a builder to the registry under its own function name."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = ModelInfo(name, family, input_size, min_size, paper, in_chans, num_classes, fn)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family; done lazily so `_registry` has no cycle.
+    from . import alexnet, googlenet, inception_v3, lenet, resnet, vgg  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern (e.g. ``"resnet*"``), sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for `name`; an unknown name raises with the closest names suggested."""
+    _ensure_loaded()
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see `cnnzoo models`)"
+        raise CnnzooError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def _check_positive(what: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise CnnzooError(f"{what} must be a positive integer, got {value!r}")
+
+
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model: ``create_model("resnet18", num_classes=10, in_chans=1)``."""
+    info = model_info(name)
+    _check_positive("num_classes", num_classes)
+    _check_positive("in_chans", in_chans)
+    model = info.builder(
+        num_classes=info.num_classes if num_classes is None else num_classes,
+        in_chans=info.in_chans if in_chans is None else in_chans,
+        **kwargs,
+    )
+    model.model_name = name
+    return model
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters counted once each, even when a module shares them."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # `parameters()` already de-duplicates shared tensors
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def check_input_size(name: str, size: int) -> None:
+    """Raise a clear error for a side below the model's minimum (or not positive)."""
+    info = model_info(name)
+    _check_positive("input size", size)
+    if size < info.min_size:
+        raise CnnzooError(f"input size {size} is too small for {name}: its minimum is {info.min_size}")
+
+
+def param_count_on_meta(name: str, **kwargs) -> int:
+    """Count parameters without allocating memory (the model is built on the meta device)."""
+    with torch.device("meta"):
+        return count_params(create_model(name, **kwargs))

@@ -1,0 +1,211 @@
+"""LeNet-5: the lecture's modern version and LeCun et al. 1998 as published.
+
+Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-based learning applied to document
+recognition", Proc. IEEE 86(11), 1998.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import ZooModel
+from ._registry import register_model
+
+__all__ = ["LeNet5", "LeNet5_1998", "lenet5", "lenet5_1998"]
+
+PAPER = "LeCun et al. 1998, Gradient-based learning applied to document recognition"
+
+
+class PadTo(nn.Module):
+    """Zero-pad a smaller image to `size` x `size` (MNIST's 28x28 -> LeNet's 32x32)."""
+
+    def __init__(self, size: int = 32):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h > self.size or w > self.size:
+            raise ValueError(f"LeNet-5 takes images up to {self.size}x{self.size}, got {h}x{w}")
+        top, left = (self.size - h) // 2, (self.size - w) // 2
+        return F.pad(x, (left, self.size - w - left, top, self.size - h - top))
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class LeNet5(ZooModel):
+    """conv5x5 1->6, pool, conv5x5 6->16, pool, fc 400->120->84->classes: 61,706 parameters at 10 classes."""
+
+    classifier_path = "classifier.4"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"):
+        super().__init__()
+        if activation not in _ACTIVATIONS or pool not in _POOLS:
+            raise ValueError(f"activation in {list(_ACTIVATIONS)}, pool in {list(_POOLS)}")
+        act, pool_cls = _ACTIVATIONS[activation], _POOLS[pool]
+        self.num_classes, self.num_features = num_classes, 84
+        self.features = nn.Sequential(
+            PadTo(32),
+            nn.Conv2d(in_chans, 6, 5), act(), pool_cls(2),  # (B, 6, 14, 14)
+            nn.Conv2d(6, 16, 5), act(), pool_cls(2),  # (B, 16, 5, 5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120), act(),
+            nn.Linear(120, 84), act(),
+            nn.Linear(84, num_classes),
+        )  # fmt: skip
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.classifier[:4](torch.flatten(x, 1))
+        return x if pre_logits else self.classifier[4](x)
+
+    def group_matcher(self) -> dict[str, list[str]]:
+        return {
+            "conv1": ["features.1"],
+            "conv2": ["features.4"],
+            "fc1": ["classifier.0"],
+            "fc2": ["classifier.2"],
+            "head": ["classifier.4"],
+        }
+
+
+# --- LeNet-5 as published in 1998 ------------------------------------------------------------
+
+# Table I of the paper: which of S2's 6 maps each of C3's 16 maps reads.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+
+class ScaledTanh(nn.Module):
+    """f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A): f(1) = 1, f(-1) = -1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+class Subsampling(nn.Module):
+    """S2/S4: sum each 2x2 block, times one trainable coefficient per map, plus one bias per map."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        summed = F.avg_pool2d(x, 2) * 4.0  # (B, C, H/2, W/2)
+        return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class PartialConv(nn.Module):
+    """C3: 16 5x5 convolutions, each reading only the S2 maps listed in `C3_TABLE` (1,516 parameters).
+
+    Stored as one weight per output map, sized to its inputs, so the parameter count is the paper's.
+    """
+
+    def __init__(self, table=C3_TABLE, kernel_size: int = 5):
+        super().__init__()
+        self.table = table
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(1, len(ins), kernel_size, kernel_size)) for ins in table
+        )
+        self.bias = nn.Parameter(torch.zeros(len(table)))
+        for w in self.weights:  # uniform in +-2.4/fan_in, as the paper's appendix prescribes
+            nn.init.uniform_(w, -2.4 / w[0].numel(), 2.4 / w[0].numel())
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = [F.conv2d(x[:, list(ins)], w) for ins, w in zip(self.table, self.weights, strict=True)]
+        return torch.cat(maps, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class EuclideanRBF(nn.Module):
+    """Output layer: y_i = sum_j (x_j - w_ij)^2, with fixed (not trained) prototypes w_i in {-1, +1}^84.
+
+    The paper's prototypes are stylised 7x12 bitmaps of the characters; lacking the bitmaps we draw a
+    fixed random +-1 code per class from a seeded generator (same idea: far-apart targets in F6 space).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, seed: int = 1998):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        codes = torch.randint(0, 2, (num_classes, in_features), generator=gen).float() * 2 - 1
+        self.register_buffer("prototypes", codes)
+        self.in_features, self.out_features = in_features, num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (B, F) vs (K, F) -> (B, K) squared distances
+        return (x.unsqueeze(1) - self.prototypes.unsqueeze(0)).pow(2).sum(-1)
+
+
+class LeNet5_1998(ZooModel):
+    """LeNet-5 as published (C1, S2, C3, S4, C5, F6, RBF output): 60,000 trainable parameters.
+
+    C1 (156) + S2 (12) + C3 (1,516) + S4 (32) + C5 (48,120) + F6 (10,164) = 60,000; the output
+    layer's prototypes are fixed buffers, not parameters.
+
+    Loss and logits: the RBF units output squared Euclidean distances y_k >= 0 to each class's
+    prototype; the paper minimises the distance of the correct class (plus a term pushing the others
+    apart, its eq. 9). `forward` returns logits = -y_k, so the nearest prototype has the largest logit
+    and ordinary cross-entropy on these logits is exactly the paper's eq. 9 with j = 0 (the correct
+    class's penalty y_correct plus log-sum-exp of -y over the classes). `argmax` picks the nearest
+    prototype, as the paper's classifier does.
+    """
+
+    classifier_path = "output"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 84
+        self.features = nn.Sequential(
+            PadTo(32),
+            nn.Conv2d(in_chans, 6, 5), ScaledTanh(),  # C1 (B, 6, 28, 28)
+            Subsampling(6), ScaledTanh(),  # S2 (B, 6, 14, 14)
+            PartialConv(), ScaledTanh(),  # C3 (B, 16, 10, 10)
+            Subsampling(16), ScaledTanh(),  # S4 (B, 16, 5, 5)
+            nn.Conv2d(16, 120, 5), ScaledTanh(),  # C5 (B, 120, 1, 1)
+        )  # fmt: skip
+        self.f6 = nn.Sequential(nn.Linear(120, 84), ScaledTanh())
+        self.output = EuclideanRBF(84, num_classes)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        return EuclideanRBF(self.num_features, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.f6(torch.flatten(x, 1))
+        return x if pre_logits else -self.output(x)
+
+    def group_matcher(self) -> dict[str, list[str]]:
+        return {
+            "c1": ["features.1"],
+            "s2": ["features.3"],
+            "c3": ["features.5"],
+            "s4": ["features.7"],
+            "c5": ["features.9"],
+            "f6": ["f6"],
+            "head": ["output"],
+        }
+
+
+@register_model(family="lenet", input_size=28, min_size=28, paper=PAPER, in_chans=1, num_classes=10)
+def lenet5(*, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max") -> LeNet5:
+    """The lecture's LeNet-5 (ReLU and max-pooling by default; `activation="tanh"`, `pool="avg"` for classic)."""
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, activation=activation, pool=pool)
+
+
+@register_model(family="lenet", input_size=32, min_size=28, paper=PAPER, in_chans=1, num_classes=10)
+def lenet5_1998(*, num_classes: int = 10, in_chans: int = 1) -> LeNet5_1998:
+    """LeNet-5 exactly as LeCun et al. 1998 published it (see `LeNet5_1998`)."""
+    return LeNet5_1998(num_classes=num_classes, in_chans=in_chans)
