@@ -76,7 +76,9 @@ def _check_positive(what: str, value: int | None) -> None:
         raise CnnzooError(f"{what} must be a positive integer, got {value!r}")
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+def create_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs
+) -> nn.Module:
     """Build a registered model: ``create_model("resnet18", num_classes=10, in_chans=1)``."""
     info = model_info(name)
     _check_positive("num_classes", num_classes)

@@ -50,8 +50,12 @@ class LeNet5(ZooModel):
         self.num_classes, self.num_features = num_classes, 84
         self.features = nn.Sequential(
             PadTo(32),
-            nn.Conv2d(in_chans, 6, 5), act(), pool_cls(2),  # (B, 6, 14, 14)
-            nn.Conv2d(6, 16, 5), act(), pool_cls(2),  # (B, 16, 5, 5)
+            nn.Conv2d(in_chans, 6, 5),
+            act(),
+            pool_cls(2),  # (B, 6, 14, 14)
+            nn.Conv2d(6, 16, 5),
+            act(),
+            pool_cls(2),  # (B, 16, 5, 5)
         )
         self.classifier = nn.Sequential(
             nn.Linear(16 * 5 * 5, 120), act(),
@@ -200,7 +204,9 @@ class LeNet5_1998(ZooModel):
 
 
 @register_model(family="lenet", input_size=28, min_size=28, paper=PAPER, in_chans=1, num_classes=10)
-def lenet5(*, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max") -> LeNet5:
+def lenet5(
+    *, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"
+) -> LeNet5:
     """The lecture's LeNet-5 (ReLU and max-pooling by default; `activation="tanh"`, `pool="avg"` for classic)."""
     return LeNet5(num_classes=num_classes, in_chans=in_chans, activation=activation, pool=pool)
 

@@ -1,0 +1,92 @@
+"""The training configuration: one frozen dataclass, saved with every run, and the defaults per model and data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..errors import CnnzooError
+
+__all__ = ["TrainConfig", "default_config"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    data: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # SGD + Nesterov momentum: the classic recipe for these networks
+    lr: float = 0.05  # peak learning rate (the one-cycle maximum)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # warm up then anneal: reaches a good optimum in few epochs
+    warmup_epochs: float = 1.0
+    step_size: int = 30  # epochs between x0.1 decays, for schedule=step
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
+    precision: str = "fp32"  # "auto" picks bf16 where the CPU/GPU has it, fp16 needs CUDA
+    channels_last: bool = False
+    compile: bool = False  # torch.compile: pays off on GPUs and long runs, costs start-up time
+    device: str = "auto"
+    seed: int = 0
+    augment: str = "none"  # e.g. "crop=2,affine" (see cnnzoo.data.augment.AugmentConfig.parse)
+    image_size: int = (
+        0  # resize the data once to this side; 0 = the dataset's own, at least the model's minimum
+    )
+    tta: bool = False  # evaluate with a horizontally flipped copy too
+    data_dir: str = ""
+    train_subset: int = 0  # use only the first N shuffled training images (quick runs and tests); 0 = all
+    model_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
+            (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.image_size >= 0, f"image size must be positive, got {self.image_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CnnzooError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Recipes measured to reach their targets (README's table); anything not listed gets the generic one.
+_RECIPES: dict[tuple[str, str], dict] = {
+    ("lenet5", "mnist"): dict(epochs=8, batch_size=128, lr=0.08, weight_decay=5e-4, augment="none"),
+    ("lenet5_1998", "mnist"): dict(epochs=10, batch_size=128, lr=0.03, weight_decay=1e-4, augment="none"),
+}
+_FAMILY_DEFAULTS: dict[str, dict] = {
+    "lenet": dict(epochs=10, batch_size=128, lr=0.08),
+    "resnet": dict(epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, augment="crop=4,flip"),
+    "vgg": dict(epochs=30, batch_size=128, lr=0.02, weight_decay=5e-4, augment="crop=4,flip"),
+    "alexnet": dict(epochs=30, batch_size=128, lr=0.01, weight_decay=5e-4, augment="crop=4,flip"),
+    "inception": dict(epochs=30, batch_size=128, lr=0.05, weight_decay=1e-4, augment="crop=4,flip"),
+}
+
+
+def default_config(model: str, data: str, **overrides) -> TrainConfig:
+    """The recipe for (model, data), then `overrides` (only the ones not None)."""
+    from ..models import model_info
+
+    family = model_info(model).family
+    base = {**_FAMILY_DEFAULTS.get(family, {}), **_RECIPES.get((model, data), {})}
+    cfg = TrainConfig(model=model, data=data, **base)
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

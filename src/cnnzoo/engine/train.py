@@ -1,0 +1,472 @@
+"""The training engine: `train(cfg)` builds model and data, `fit(...)` runs the epochs.
+
+1. resolve device, precision and (under torchrun) the process group
+2. load the dataset once into memory, resized once to the model's input size
+3. each epoch: batches are slices of a seeded permutation, augmented on the device
+4. after each epoch: evaluate, log a JSON line, save `last` (and `best`) atomically
+5. Ctrl-C saves `last` (mid-epoch position included) and exits; `--resume` continues there
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..data.base import DatasetInfo, Splits
+from ..errors import CnnzooError
+from ..models import count_params, create_model, model_info
+from .checkpoint import load_state_dict_checked, load_training_state, read_meta, resolve_checkpoint
+from .checkpoint import save_checkpoint as _save
+from .config import TrainConfig
+from .distributed import DistEnv, cleanup_distributed, setup_distributed
+from .evaluate import evaluate_model
+from .optim import ModelEma, build_optimizer, build_scheduler
+from .runlog import RunLog, plot_curves
+
+__all__ = ["train", "fit", "resolve_device", "autocast_dtype", "make_loaders", "TrainResult", "RunContext"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise CnnzooError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnzooError(
+            "--device cuda asked for, but PyTorch sees no CUDA GPU (is a CUDA build installed?)"
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CnnzooError("--device mps asked for, but MPS is not available on this machine")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise CnnzooError(
+                "fp16 mixed precision needs a CUDA GPU; use --precision bf16 or fp32 on this device"
+            )
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the hardware computes it natively, fp32 elsewhere (emulated bf16 is slower)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return torch.bfloat16
+    return None
+
+
+def make_loaders(
+    splits: Splits,
+    *,
+    batch_size: int,
+    image_size: int,
+    channels: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    augment: str,
+    device: torch.device,
+    seed: int,
+    channels_last: bool = False,
+    dist_env: DistEnv | None = None,
+):
+    """Train loader (shuffled, augmented, sharded across ranks) and test loader (in order, whole set)."""
+    from ..data.augment import AugmentConfig
+    from ..data.loader import InMemoryLoader
+
+    dist_env = dist_env or DistEnv()
+    common = dict(image_size=image_size, channels=channels, mean=mean, std=std, device=device)
+    train = InMemoryLoader(
+        splits.train,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=AugmentConfig.parse(augment),
+        channels_last=channels_last,
+        rank=dist_env.rank,
+        world_size=dist_env.world_size,
+        **common,
+    )
+    test = InMemoryLoader(splits.test, max(256, batch_size), shuffle=False, **common)
+    return train, test
+
+
+@dataclass
+class RunContext:
+    """Where and how a run writes: its folder, its checkpoint metadata, whether this rank prints."""
+
+    run_dir: Path
+    meta: dict  # written into every checkpoint's JSON
+    quiet: bool = False
+    dist_env: DistEnv = field(default_factory=DistEnv)
+    save: bool = True  # False: keep nothing on disk (studies that run hundreds of short fits)
+
+    @property
+    def writes(self) -> bool:
+        return self.save and self.dist_env.is_main
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_acc: float
+    final_acc: float
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+    interrupted: bool = False
+
+
+def _resolve_image_size(cfg: TrainConfig, info: DatasetInfo) -> int:
+    minimum = model_info(cfg.model).min_size
+    if cfg.image_size:
+        if cfg.image_size < minimum:
+            raise CnnzooError(
+                f"--image-size {cfg.image_size} is below {cfg.model}'s minimum input of {minimum}"
+            )
+        return cfg.image_size
+    return max(info.image_size, minimum)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return (
+        Path("runs")
+        / f"{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train `cfg.model` on `cfg.data` from scratch (or continue the run `resume`)."""
+    from ..data import load_dataset
+
+    if resume is not None:
+        cfg, run_dir = _resume_config(resume)
+    device = resolve_device(cfg.device)
+    dist_env = setup_distributed(device)
+    if dist_env.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_env.local_rank)
+    try:
+        splits = load_dataset(cfg.data, data_dir=cfg.data_dir or None)
+        if cfg.train_subset:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            splits = Splits(
+                splits.train.subset(torch.randperm(len(splits.train), generator=gen)[: cfg.train_subset]),
+                splits.test,
+            )
+        info = splits.info
+        image_size = _resolve_image_size(cfg, info)
+        torch.manual_seed(cfg.seed)
+        model = create_model(
+            cfg.model, num_classes=info.num_classes, in_chans=info.channels, **cfg.model_kwargs
+        )
+        loaders = make_loaders(
+            splits,
+            batch_size=cfg.batch_size,
+            image_size=image_size,
+            channels=info.channels,
+            mean=info.mean,
+            std=info.std,
+            augment=cfg.augment,
+            device=device,
+            seed=cfg.seed,
+            channels_last=cfg.channels_last,
+            dist_env=dist_env,
+        )
+        meta = checkpoint_meta(
+            cfg.model, cfg.model_kwargs, info, image_size, info.channels, info.mean, info.std
+        )
+        ctx = RunContext(Path(run_dir) if run_dir else default_run_dir(cfg), meta, quiet, dist_env)
+        if ctx.writes and resume is None:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(ctx.run_dir, cfg)
+        if not quiet and ctx.writes:
+            print(
+                f"{cfg.model} ({count_params(model):,} params) on {cfg.data}: {len(splits.train):,} train / "
+                f"{len(splits.test):,} test images, {image_size}x{image_size}, device {device}, run {ctx.run_dir}"
+            )
+        return fit(model, loaders, cfg, ctx, device=device, resume=resume)
+    finally:
+        cleanup_distributed()
+
+
+def checkpoint_meta(model_name, model_kwargs, info: DatasetInfo, image_size, in_chans, mean, std) -> dict:
+    return {
+        "format": "cnnzoo-checkpoint/1",
+        "model": model_name,
+        "model_kwargs": dict(model_kwargs),
+        "classes": list(info.classes),
+        "in_chans": in_chans,
+        "image_size": image_size,
+        "mean": list(mean),
+        "std": list(std),
+        "dataset": info.name,
+    }
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    import json
+
+    from .checkpoint import atomic_write
+
+    atomic_write(
+        run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
+    )
+
+
+def _resume_config(resume: str | Path) -> tuple[TrainConfig, Path]:
+    import json
+
+    run_dir = Path(resume)
+    if run_dir.suffix == ".safetensors":
+        run_dir = run_dir.parent
+    if not (run_dir / "config.json").exists():
+        raise CnnzooError(f"cannot resume {resume}: no run there (expected {run_dir / 'config.json'})")
+    if not (run_dir / "last.safetensors").exists():
+        raise CnnzooError(f"cannot resume {resume}: the run has no last checkpoint yet")
+    return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())), run_dir
+
+
+def fit(
+    model: nn.Module,
+    loaders,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    *,
+    device: torch.device,
+    param_groups=None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Run `cfg.epochs` epochs of `model` on `loaders = (train, test)`; checkpoints go to `ctx.run_dir`."""
+    train_loader, test_loader = loaders
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, param_groups if param_groups is not None else model.parameters())
+    scheduler = build_scheduler(cfg, optimizer, len(train_loader))
+    ema = ModelEma(model, cfg.ema) if cfg.ema else None
+    state = _Progress()
+    if resume is not None:
+        state = _restore(model, optimizer, scheduler, ema, Path(ctx.run_dir), device)
+    log = RunLog(ctx.run_dir, enabled=ctx.writes)
+    log.truncate_after(state.epoch)
+    net = _wrap(model, cfg, ctx.dist_env, device)
+    amp = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    start = time.perf_counter()
+    history = log.records()
+    try:
+        while state.epoch < cfg.epochs:
+            train_stats = _train_epoch(
+                net, model, train_loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state
+            )
+            eval_model = ema.module if ema else model
+            metrics = evaluate_model(eval_model, test_loader, amp=amp, tta=cfg.tta)
+            state.epoch, state.batch = state.epoch + 1, 0
+            record = {
+                "epoch": state.epoch,
+                **train_stats,
+                "test_loss": metrics["loss"],
+                "test_acc": metrics["accuracy"],
+                "lr": optimizer.param_groups[-1]["lr"],
+                "time": round(time.perf_counter() - start, 2),
+            }
+            state.best_acc = max(state.best_acc, metrics["accuracy"])
+            history.append(record)
+            log.write(record)
+            if ctx.writes:
+                _save_all(
+                    ctx,
+                    model,
+                    ema,
+                    optimizer,
+                    scheduler,
+                    state,
+                    record,
+                    best=state.best_acc == metrics["accuracy"],
+                )
+                if not ctx.quiet:
+                    tqdm.write(
+                        f"epoch {state.epoch}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f} "
+                        f"acc {train_stats['train_acc']:.2f}%  test loss {metrics['loss']:.4f} "
+                        f"acc {metrics['accuracy']:.2f}%  ({record['time']:.1f} s)"
+                    )
+    except KeyboardInterrupt:
+        if ctx.writes:
+            _save_all(ctx, model, ema, optimizer, scheduler, state, {"interrupted": True}, best=False)
+            print(
+                f"\ninterrupted at epoch {state.epoch + 1}, batch {state.batch}: saved {ctx.run_dir / 'last.safetensors'}; "
+                f"continue with: cnnzoo train --resume {ctx.run_dir}"
+            )
+        return TrainResult(
+            ctx.run_dir,
+            state.best_acc,
+            history[-1]["test_acc"] if history else 0.0,
+            state.epoch,
+            time.perf_counter() - start,
+            history,
+            interrupted=True,
+        )
+    if ctx.writes:
+        plot_curves(history, ctx.run_dir)
+    final = history[-1]["test_acc"] if history else 0.0
+    return TrainResult(ctx.run_dir, state.best_acc, final, state.epoch, time.perf_counter() - start, history)
+
+
+@dataclass
+class _Progress:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed within the current epoch (non-zero after an interrupt)
+    step: int = 0  # optimizer steps in total
+    best_acc: float = 0.0
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, dist_env: DistEnv, device: torch.device) -> nn.Module:
+    net = model
+    if dist_env.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _loss(output, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy; Inception's auxiliary heads (a named tuple in training) add 0.3 of theirs, as the papers do."""
+    if isinstance(output, tuple):
+        main, *aux = output
+        loss = F.cross_entropy(main, target, label_smoothing=label_smoothing)
+        return loss + sum(
+            0.3 * F.cross_entropy(a, target, label_smoothing=label_smoothing) for a in aux if a is not None
+        )
+    return F.cross_entropy(output, target, label_smoothing=label_smoothing)
+
+
+def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state) -> dict:
+    net.train()
+    if hasattr(model, "train_frozen_bn_eval"):  # transfer learning keeps frozen BatchNorm in inference mode
+        model.train_frozen_bn_eval()
+    loader.set_epoch(state.epoch)
+    device = next(model.parameters()).device
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    start, skip = time.perf_counter(), state.batch
+    bar = tqdm(
+        total=len(loader),
+        initial=skip,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        leave=False,
+        disable=ctx.quiet or not ctx.writes or not sys.stderr.isatty(),  # logs get one line per epoch
+        dynamic_ncols=True,
+    )
+    for i, (x, y) in enumerate(loader):
+        if i < skip:  # resuming mid-epoch: the permutation is the same, skip what was already seen
+            continue
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = net(x)
+            loss = _loss(out, y, cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise CnnzooError(
+                f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}, "
+                f"batch {i + 1}): lower the learning rate (--lr) or enable --grad-clip"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer) if scaler is not None else optimizer.step()
+        if scaler is not None:
+            scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        state.batch, state.step = i + 1, state.step + 1
+        logits = out[0] if isinstance(out, tuple) else out
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if i % 20 == 0 or i + 1 == len(loader):
+            rate = seen / max(1e-9, time.perf_counter() - start)
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.4f}",
+                acc=f"{100 * correct.item() / seen:.2f}%",
+                img_s=f"{rate:,.0f}",
+                refresh=False,
+            )
+        bar.update(1)
+    bar.close()
+    seen = max(seen, 1)
+    return {
+        "train_loss": loss_sum.item() / seen,
+        "train_acc": 100 * correct.item() / seen,
+        "images_per_s": round(seen / max(1e-9, time.perf_counter() - start), 1),
+        "train_time": round(time.perf_counter() - start, 3),
+    }
+
+
+def _save_all(
+    ctx: RunContext, model, ema, optimizer, scheduler, state: _Progress, record: dict, best: bool
+) -> None:
+    weights_model = ema.module if ema else model
+    training_state = {
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.module.state_dict() if ema else {},
+        "progress": {
+            "epoch": state.epoch,
+            "batch": state.batch,
+            "step": state.step,
+            "best_acc": state.best_acc,
+        },
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
+    meta = {**ctx.meta, "epoch": state.epoch, "metrics": record}
+    _save(ctx.run_dir, "last", weights_model, meta, training_state)
+    if best:
+        _save(ctx.run_dir, "best", weights_model, meta)
+
+
+def _restore(model, optimizer, scheduler, ema, run_dir: Path, device) -> _Progress:
+    weights = resolve_checkpoint(run_dir / "last.safetensors")
+    saved = load_training_state(weights)
+    meta = read_meta(weights)
+    if meta.get("model") != getattr(model, "model_name", meta.get("model")):
+        raise CnnzooError(f"cannot resume: {weights} holds {meta.get('model')}, not {model.model_name}")
+    load_state_dict_checked(model, {k: v.to(device) for k, v in saved["model"].items()}, source=str(weights))
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if ema is not None and saved["ema"]:
+        ema.module.load_state_dict(saved["ema"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if saved["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    return _Progress(**saved["progress"])

@@ -1,0 +1,43 @@
+"""The command line: one clear line and exit 2 for bad input, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnzoo.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_models_lists_every_family(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["lenet5"]["params"] == 61_706
+    assert rows["lenet5_1998"]["params"] == 60_000
+    assert rows["resnet50"]["params"] == 25_557_032
+    assert rows["vgg16"]["min_size"] == 32
+    assert {"name", "family", "params", "input_size", "min_size", "paper"} <= set(rows["alexnet"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["summary", "resnet81"], "did you mean resnet18"),
+        (["summary", "vgg16", "--input-size", "16"], "minimum is 32"),
+        (["summary", "lenet5", "--input-size", "0"], "positive integer"),
+        (["summary", "lenet5", "--num-classes", "-1"], "positive integer"),
+        (["models", "nothing*"], "no model matches"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message):
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]  # argparse puts its usage above the error line
+    assert message in last and last.startswith("cnnzoo")
+    assert "Traceback" not in r.stderr
