@@ -1,0 +1,41 @@
+"""Transfer learning: start from pretrained weights, freeze, fine-tune with per-group learning rates."""
+
+from .freeze import (
+    freeze,
+    group_table,
+    groups,
+    param_groups,
+    parse_lr,
+    parse_strategy_groups,
+    set_frozen_bn_eval,
+    trainable_groups,
+    unfreeze,
+)
+from .sources import (
+    LoadedSource,
+    LoadReport,
+    adapt_conv_weight,
+    adapt_stats,
+    identify_architecture,
+    load_source,
+    map_timm_names,
+)
+
+__all__ = [
+    "LoadReport",
+    "LoadedSource",
+    "adapt_conv_weight",
+    "adapt_stats",
+    "freeze",
+    "group_table",
+    "groups",
+    "identify_architecture",
+    "load_source",
+    "map_timm_names",
+    "param_groups",
+    "parse_lr",
+    "parse_strategy_groups",
+    "set_frozen_bn_eval",
+    "trainable_groups",
+    "unfreeze",
+]

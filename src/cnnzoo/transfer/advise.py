@@ -1,0 +1,197 @@
+"""How far back to fine-tune, decided from measurements rather than rules of thumb alone.
+
+The classic guidance (CS231n's transfer-learning notes, Yosinski et al. 2014) has two axes:
+
+                    similar data                    different data
+    little data     train a linear head             head, or re-train the last stage
+    lots of data    fine-tune the later stages      fine-tune everything (or train from scratch)
+
+`advise` measures both axes instead of guessing them:
+
+1. data size: training images per class (the median over classes);
+2. similarity: a linear probe (logistic regression on frozen features, fitted on 80% of the training
+   split, scored on the other 20%) on the source's features, against the same probe on the same
+   architecture with random weights. The gap says how much the source's features are worth here;
+   the probe's accuracy against the source's own test accuracy says how much of it carries over.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from ..data.base import Splits
+from ..data.stats import stratified_split
+from ..engine.checkpoint import read_meta, resolve_checkpoint
+from ..engine.config import TrainConfig
+from ..engine.train import make_loaders, resolve_device
+from ..models import create_model, model_info
+from .features import extract_features, train_linear_head
+from .finetune import check_target_data
+from .freeze import groups
+from .sources import load_source
+
+__all__ = ["Advice", "advise", "recommend"]
+
+SMALL, LARGE = 30, 500  # images per class: below SMALL is little data, above LARGE is plenty
+USELESS_GAIN = 2.0  # points: a source whose probe beats random features by less does not help
+SIMILAR_PROBE = 80.0  # % probe accuracy (of the source's own accuracy) that counts as "similar"
+
+
+@dataclass
+class Advice:
+    strategy: str  # head, last:N, full or scratch
+    reasons: list[str]
+    samples_per_class: float
+    num_classes: int
+    probe_source: float  # % accuracy of the linear probe on the source's features
+    probe_random: float  # % accuracy of the same probe on random-weight features
+    source_accuracy: float | None  # the source's own test accuracy, where its checkpoint says
+    kept: float | None  # probe_source / source_accuracy
+    groups: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        lines = [f"recommended strategy: {self.strategy}"] + [f"  - {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def recommend(
+    samples_per_class: float, probe_source: float, probe_random: float, kept: float | None, num_groups: int
+) -> tuple[str, list[str]]:
+    """The rule table above, on measured figures; returns (strategy, reasons in plain words)."""
+    gain = probe_source - probe_random
+    similar = (kept if kept is not None else probe_source / 100) * 100 >= SIMILAR_PROBE
+    size = (
+        "little"
+        if samples_per_class < SMALL
+        else "plenty of"
+        if samples_per_class > LARGE
+        else "a moderate amount of"
+    )
+    reasons = [
+        f"{samples_per_class:.0f} training images per class: {size} data",
+        f"a linear probe on the source's frozen features scores {probe_source:.1f}% against {probe_random:.1f}% "
+        f"on random features ({gain:+.1f} points)",
+    ]
+    if kept is not None:
+        reasons.append(
+            f"the probe keeps {100 * kept:.0f}% of the source's own accuracy: "
+            f"{'similar' if similar else 'different'} data"
+        )
+    if gain < USELESS_GAIN and samples_per_class > SMALL:
+        reasons.append(
+            "the source's features are no better than random ones here: train from scratch, the source will not help"
+        )
+        return "scratch", reasons
+    last = min(2, num_groups - 1)
+    if size == "little":
+        if similar or gain >= 10:
+            reasons.append("little data and useful features: train only a new head, anything more over-fits")
+            return "head", reasons
+        reasons.append("little data but features that transfer less: re-train the last stage with the head")
+        return "last:1", reasons
+    if size == "plenty of":
+        reasons.append("plenty of data: fine-tune the whole network, starting from the source's weights")
+        return "full", reasons
+    if similar:
+        reasons.append("moderate data, similar domain: fine-tune the last stage with the head")
+        return "last:1", reasons
+    reasons.append(
+        f"moderate data, different domain: fine-tune the last {last} stages, keep the earliest, most generic ones"
+    )
+    return f"last:{last}", reasons
+
+
+def advise(
+    source: str,
+    splits: Splits,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    probe_epochs: int = 15,
+    max_images: int = 12_000,
+) -> Advice:
+    """Measure data size and similarity, then `recommend` a strategy."""
+    check_target_data(splits)
+    info = splits.info
+    counts = torch.bincount(splits.train.labels, minlength=info.num_classes)
+    per_class = float(statistics.median(counts.tolist()))
+    train_idx, val_idx = stratified_split(splits.train.labels, 0.2, seed=seed)
+    gen = torch.Generator().manual_seed(seed)  # a probe needs no more than ~12k images to rank features
+    train_idx = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)[:max_images]]
+    val_idx = torch.as_tensor(val_idx)[torch.randperm(len(val_idx), generator=gen)[: max_images // 4]]
+    probe_splits = Splits(splits.train.subset(train_idx), splits.train.subset(val_idx))
+    src = load_source(source, num_classes=info.num_classes, in_chans=info.channels, model_name=model)
+    torch.manual_seed(seed)
+    random_model = create_model(
+        src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
+    )
+    dev = resolve_device(device)
+    image_size = max(src.meta["image_size"], model_info(src.model_name).min_size)
+    loaders = make_loaders(
+        probe_splits,
+        batch_size=256,
+        image_size=image_size,
+        channels=info.channels,
+        mean=src.meta["mean"],
+        std=src.meta["std"],
+        augment="none",
+        device=dev,
+        seed=seed,
+    )
+    cfg = TrainConfig(
+        model=src.model_name,
+        data=info.name,
+        epochs=probe_epochs,
+        batch_size=128,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=1e-4,
+        seed=seed,
+    )
+    probe_source = _probe(src.model.to(dev), loaders, cfg)
+    probe_random = _probe(random_model.to(dev), loaders, cfg)
+    source_acc = _source_accuracy(source)
+    kept = probe_source / source_acc if source_acc else None
+    num_groups = len([g for g, _ in groups(src.model) if g != "aux"])
+    strategy, reasons = recommend(per_class, probe_source, probe_random, kept, num_groups)
+    return Advice(
+        strategy,
+        reasons,
+        per_class,
+        info.num_classes,
+        probe_source,
+        probe_random,
+        source_acc,
+        kept,
+        [g for g, _ in groups(src.model)],
+    )
+
+
+def _probe(model, loaders, cfg: TrainConfig) -> float:
+    """Accuracy (%) of a logistic regression on `model`'s frozen pre-logit features."""
+    train_loader, val_loader = loaders
+    train_loader.set_epoch(0)
+    train = extract_features(model, train_loader)
+    val = extract_features(model, val_loader)
+    mean, std = train[0].mean(0), train[0].std(0) + 1e-6  # standardised: probes on any scale train alike
+    train, val = ((train[0] - mean) / std, train[1]), ((val[0] - mean) / std, val[1])
+    head = torch.nn.Linear(train[0].shape[1], int(train[1].max().item()) + 1).to(train[0].device)
+    result = train_linear_head(head, train, val, replace(cfg))
+    return result.final_acc
+
+
+def _source_accuracy(source: str) -> float | None:
+    """The source checkpoint's own test accuracy, where it is a cnnzoo checkpoint that recorded one."""
+    try:
+        meta = read_meta(resolve_checkpoint(source))
+    except Exception:  # not a cnnzoo checkpoint (a bare weights file, torchvision:NAME): unknown
+        return None
+    acc = (meta.get("metrics") or {}).get("test_acc")
+    return float(acc) if acc else None

@@ -1,0 +1,188 @@
+"""Fine-tuning a pretrained network: keep its early layers, re-train the later ones.
+
+Strategies (how far back to fine-tune):
+
+    head      only the new classifier learns; the frozen backbone's features are computed once
+              and cached, so each epoch costs a logistic regression (`features.py`)
+    last:N    the last N groups before the head learn, with the head (N=1: the last stage)
+    full      everything learns, optionally with layer-wise rate decay or a rate range
+    gradual   head first on cached features, then everything at lower, discriminative rates
+    scratch   the same architecture from random weights: the baseline transfer has to beat
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data.base import Splits, take_per_class
+from ..engine.checkpoint import save_checkpoint
+from ..engine.config import TrainConfig
+from ..engine.evaluate import evaluate_model
+from ..engine.runlog import RunLog
+from ..engine.train import RunContext, TrainResult, checkpoint_meta, fit, make_loaders, resolve_device
+from ..errors import CnnzooError
+from ..models import create_model, model_info
+from .features import extract_features, train_linear_head
+from .freeze import freeze, param_groups, parse_strategy_groups, unfreeze
+from .sources import load_source
+
+__all__ = ["FinetuneConfig", "finetune", "check_target_data", "STRATEGIES"]
+
+STRATEGIES = ("head", "last:N", "full", "gradual", "scratch")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    source: str  # a cnnzoo run/checkpoint, a weights file, or torchvision:NAME
+    strategy: str = "head"
+    model: str | None = None  # architecture of a bare weights file (guessed from its keys if None)
+    lr_range: tuple[float, float] | None = None  # (stem, head) rates, spread geometrically
+    layer_decay: float | None = None  # head at lr, each group before it x layer_decay
+    head_epochs: int = 3  # gradual: epochs of the head-only phase
+    train_bn: bool = False  # let frozen BatchNorm layers adapt their statistics
+    cache_flip: bool = False  # head: also cache features of mirrored images
+    samples_per_class: int = 0  # keep at most this many training images per class; 0 = all
+
+    def __post_init__(self):
+        if not (self.strategy in ("head", "full", "gradual", "scratch") or self.strategy.startswith("last:")):
+            raise CnnzooError(
+                f"unknown strategy {self.strategy!r}: use head, last:N, full, gradual or scratch"
+            )
+
+
+def check_target_data(splits: Splits) -> None:
+    info, n = splits.info, len(splits.train)
+    if info.num_classes < 2:
+        raise CnnzooError(f"{info.name} has {info.num_classes} class: fine-tuning needs at least 2")
+    if n < info.num_classes:
+        raise CnnzooError(
+            f"{info.name} has {n} training images for {info.num_classes} classes: fewer samples than classes"
+        )
+    present = int(splits.train.labels.unique().numel())
+    if present < 2:
+        raise CnnzooError(f"the training images of {info.name} cover only {present} class")
+
+
+def finetune(
+    ft: FinetuneConfig,
+    cfg: TrainConfig,
+    *,
+    run_dir: str | Path | None = None,
+    quiet: bool = False,
+    save: bool = True,
+    splits: Splits | None = None,
+) -> TrainResult:
+    """Fine-tune `ft.source` on `cfg.data` with `ft.strategy`; `cfg` holds epochs, rates, batch size..."""
+    from ..data import load_dataset
+
+    splits = splits or load_dataset(cfg.data, data_dir=cfg.data_dir or None)
+    if ft.samples_per_class:
+        splits = Splits(take_per_class(splits.train, ft.samples_per_class, cfg.seed), splits.test)
+    check_target_data(splits)
+    info = splits.info
+    torch.manual_seed(cfg.seed)
+    src = load_source(ft.source, num_classes=info.num_classes, in_chans=info.channels, model_name=ft.model)
+    model, prep = src.model, src.meta
+    if ft.strategy == "scratch":  # same architecture and preprocessing, random weights
+        model = create_model(
+            src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
+        )
+    image_size = max(prep["image_size"], model_info(src.model_name).min_size)
+    device = resolve_device(cfg.device)
+    loaders = make_loaders(
+        splits,
+        batch_size=cfg.batch_size,
+        image_size=image_size,
+        channels=info.channels,
+        mean=prep["mean"],
+        std=prep["std"],
+        augment=cfg.augment,
+        device=device,
+        seed=cfg.seed,
+        channels_last=cfg.channels_last,
+    )
+    meta = checkpoint_meta(
+        src.model_name, src.model_kwargs, info, image_size, info.channels, prep["mean"], prep["std"]
+    )
+    meta.update(finetuned_from=str(ft.source), strategy=ft.strategy)
+    run_dir = (
+        Path(run_dir)
+        if run_dir
+        else Path("runs") / f"finetune-{src.model_name}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    ctx = RunContext(run_dir, meta, quiet=quiet, save=save)
+    if save:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(_config_json(ft, cfg))
+    if not quiet:
+        for line in src.describe():
+            print(line)
+    model.to(device)
+    if ft.strategy == "head":
+        return _head_only(model, loaders, cfg, ctx, ft.cache_flip)
+    if ft.strategy == "gradual":
+        _head_only(model, loaders, replace(cfg, epochs=ft.head_epochs), ctx, ft.cache_flip)
+        unfreeze(model)
+        lo_hi = ft.lr_range or (
+            cfg.lr / 100,
+            cfg.lr / 10,
+        )  # lower rates: the head is trained, keep what was learned
+        groups = param_groups(model, lo_hi, ft.layer_decay)
+        return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+    spec = "full" if ft.strategy == "scratch" else ft.strategy
+    freeze(model, spec, train_bn=ft.train_bn)
+    groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
+    return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+
+
+def _config_json(ft: FinetuneConfig, cfg: TrainConfig) -> str:
+    import json
+    from dataclasses import asdict
+
+    return json.dumps({"finetune": asdict(ft), "train": cfg.to_dict()}, indent=2)
+
+
+def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bool) -> TrainResult:
+    """Freeze everything but the classifier, cache the backbone's features once, fit the classifier."""
+    train_loader, test_loader = loaders
+    trainable = freeze(model, "head")
+    head = model.get_classifier()
+    if not any(p.requires_grad for p in head.parameters()):
+        raise CnnzooError(
+            f"{model.model_name}'s classifier has no trainable parameters: use last:1 or full instead of head"
+        )
+    start = time.perf_counter()
+    train_loader.set_epoch(0)
+    train_feats = extract_features(model, train_loader, flip=cache_flip)
+    test_feats = extract_features(model, test_loader)
+    log = RunLog(ctx.run_dir, enabled=ctx.writes)
+    result = train_linear_head(head, train_feats, test_feats, cfg, log=log.write)
+    metrics = evaluate_model(model, test_loader)  # the whole model, images in: what a user will run
+    record = {**result.history[-1], "test_acc": metrics["accuracy"], "trainable_groups": trainable}
+    if ctx.writes:
+        meta = {**ctx.meta, "epoch": cfg.epochs, "metrics": record}
+        save_checkpoint(ctx.run_dir, "last", model, meta)
+        save_checkpoint(ctx.run_dir, "best", model, meta)
+    if not ctx.quiet:
+        print(
+            f"head on cached features: {len(train_feats[1]):,} vectors of {train_feats[0].shape[1]}, "
+            f"{cfg.epochs} epochs, test accuracy {metrics['accuracy']:.2f}%"
+        )
+    history = [{**r, "test_acc": r.get("test_acc")} for r in result.history]
+    return TrainResult(
+        ctx.run_dir,
+        max(result.best_acc, metrics["accuracy"]),
+        metrics["accuracy"],
+        cfg.epochs,
+        time.perf_counter() - start,
+        history,
+    )
+
+
+def strategy_groups(model, strategy: str) -> set[str]:
+    """The groups a strategy trains (for reports): "scratch"/"gradual" train everything in the end."""
+    return parse_strategy_groups(model, "full" if strategy in ("scratch", "gradual") else strategy)
