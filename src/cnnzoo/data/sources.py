@@ -439,3 +439,21 @@ def download_file(url: str, dest: Path, md5: str, *, progress: bool = True) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def _glyph_loader(name: str):
+    def load(data_dir: Path | None, download: bool, progress: bool) -> Splits:
+        from .glyphs import load_glyphs  # imported late: rendering needs only Pillow, but is sizeable
+
+        return load_glyphs(name, cache_dir=data_dir, progress=progress)
+
+    return load
+
+
+for _name, _what in (
+    ("glyphs-latin", "typed Latin letters A-Z a-z (52 classes) rendered from installed fonts, split by font"),
+    ("glyphs-cyrillic", "typed Cyrillic capitals (33 classes) rendered from installed fonts, split by font"),
+    ("glyphs-greek", "typed Greek capitals (24 classes) rendered from installed fonts, split by font"),
+    ("glyphs-digits", "typed digits 0-9 rendered from installed fonts, split by font"),
+):
+    _register(_name, _what, 28)(_glyph_loader(_name))
