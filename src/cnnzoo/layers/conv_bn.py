@@ -7,6 +7,7 @@ so its GoogLeNet and Inception v3 state dicts load unchanged.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,6 +28,20 @@ class BasicConv2d(nn.Module):
         return F.relu(self.bn(self.conv(x)), inplace=True)
 
 
+@torch.no_grad()
+def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
+    """Normal(0, std) cut at +-2 std by redrawing the ~4.6% of values outside: the same distribution as
+    `nn.init.trunc_normal_`, whose inverse-CDF method takes seconds on Inception v3's 27M weights."""
+    t.normal_(0.0, std)
+    if t.device.type == "meta":
+        return t
+    outside = t.abs() > 2 * std
+    while outside.any():
+        t[outside] = torch.empty(int(outside.sum()), dtype=t.dtype, device=t.device).normal_(0.0, std)
+        outside = t.abs() > 2 * std
+    return t
+
+
 def init_trunc_normal_(model: nn.Module, std: float, overrides: dict[str, float] | None = None) -> None:
     """Conv and linear weights ~ normal(0, std) truncated at 2 std, biases 0; BatchNorm weight 1, bias 0.
 
@@ -37,7 +52,7 @@ def init_trunc_normal_(model: nn.Module, std: float, overrides: dict[str, float]
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             s = overrides.get(name, std)
-            nn.init.trunc_normal_(m.weight, mean=0.0, std=s, a=-2 * s, b=2 * s)
+            trunc_normal_(m.weight, std=s)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
