@@ -68,7 +68,10 @@ def serve(monkeypatch, files: dict[str, bytes]):
 
 
 def test_list_and_describe():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "kmnist", "mnist"]
+    assert list_datasets() == [
+        "cifar10", "cifar100", "digits", "fashion-mnist",
+        "glyphs-cyrillic", "glyphs-digits", "glyphs-greek", "glyphs-latin", "kmnist", "mnist",
+    ]  # fmt: skip
     for name in list_datasets():
         assert describe_dataset(name)
     assert "sub-folder" in describe_dataset("folder:/x")

@@ -29,7 +29,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
-    precision: str = "fp32"  # "auto" picks bf16 where the CPU/GPU has it, fp16 needs CUDA
+    precision: str = "auto"  # bf16 autocast where the CPU/GPU computes it natively, else fp32
     channels_last: bool = False
     compile: bool = False  # torch.compile: pays off on GPUs and long runs, costs start-up time
     device: str = "auto"
@@ -70,7 +70,8 @@ class TrainConfig:
 
 # Recipes measured to reach their targets (README's table); anything not listed gets the generic one.
 _RECIPES: dict[tuple[str, str], dict] = {
-    ("lenet5", "mnist"): dict(epochs=8, batch_size=128, lr=0.08, weight_decay=5e-4, augment="none"),
+    # 6 one-cycle epochs of batch 256: >= 99.2% (bench/bench_train.py); 99.0% is passed around epoch 3
+    ("lenet5", "mnist"): dict(epochs=6, batch_size=256, lr=0.2, weight_decay=5e-4, augment="none"),
     ("lenet5_1998", "mnist"): dict(epochs=10, batch_size=128, lr=0.03, weight_decay=1e-4, augment="none"),
 }
 _FAMILY_DEFAULTS: dict[str, dict] = {

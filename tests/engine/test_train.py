@@ -1,0 +1,163 @@
+"""The training engine on small slices of real MNIST: learning, run folder, resume, errors, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnzoo.cli import main
+from cnnzoo.data.loader import InMemoryLoader
+from cnnzoo.engine import TrainConfig, default_config, load_checkpoint, train
+from cnnzoo.errors import CnnzooError
+
+SMALL = dict(train_subset=2000, epochs=2, batch_size=64, lr=0.1)
+
+
+def small_cfg(**kw) -> TrainConfig:
+    return replace(default_config("lenet5", "mnist"), **{**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "lenet5"
+    result = train(small_cfg(), run_dir=run, quiet=True)
+    return run, result
+
+
+def test_learns_and_writes_a_run_folder(trained):
+    run, result = trained
+    assert result.final_acc > 80.0  # 2,000 images, 2 epochs: far above chance (10%)
+    for name in ["config.json", "metrics.jsonl", "loss.png", "accuracy.png", "last.safetensors", "last.json",
+                 "last.state.pt", "best.safetensors", "best.json"]:  # fmt: skip
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert json.loads((run / "config.json").read_text())["train_subset"] == 2000
+
+
+def test_checkpoint_reloads_to_the_same_accuracy(trained, capsys):
+    run, result = trained
+    ckpt = load_checkpoint(run / "last.safetensors")
+    assert ckpt.meta["model"] == "lenet5" and len(ckpt.classes) == 10
+    assert main(["evaluate", str(run / "last.safetensors"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(result.final_acc, abs=1e-6)
+    assert len(metrics["confusion"]) == 10 and sum(map(sum, metrics["confusion"])) == 10_000
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch):
+    cfg = small_cfg(train_subset=640, epochs=2)
+    straight = train(cfg, run_dir=tmp_path / "straight", quiet=True)
+
+    original_iter = InMemoryLoader.__iter__
+    calls = {"n": 0}
+
+    def interrupting_iter(self):
+        for batch in original_iter(self):
+            if self.shuffle:
+                calls["n"] += 1
+                if calls["n"] == 15:  # mid-way through epoch 2 (10 batches per epoch)
+                    raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", interrupting_iter)
+    interrupted = train(cfg, run_dir=tmp_path / "resumed", quiet=True)
+    assert interrupted.interrupted and interrupted.epochs_run == 1
+    monkeypatch.setattr(InMemoryLoader, "__iter__", original_iter)
+    resumed = train(None, resume=tmp_path / "resumed", quiet=True)
+    assert not resumed.interrupted and resumed.epochs_run == 2
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert resumed.final_acc == pytest.approx(straight.final_acc, abs=0.02)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_nan_loss_stops_with_the_step(tmp_path):
+    with pytest.raises(CnnzooError, match=r"loss became .* at step \d+"):
+        train(small_cfg(lr=1e9, epochs=1, grad_clip=0.0), run_dir=tmp_path / "nan", quiet=True)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=300,
+                          env=env)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "lenet5", "--data", "nosuchdata"], "unknown dataset"),
+        (["train", "--resume", "/nonexistent/run"], "no run there"),
+        (["train", "lenet5", "--epochs", "0"], "positive integer"),
+        (["evaluate", "/nonexistent/ckpt.safetensors"], "checkpoint not found"),
+        (["predict", "/nonexistent/run", "x.png"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message):
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_checkpoint_for_another_class_count_is_refused(trained):
+    run, _ = trained
+    r = run_cli("evaluate", str(run), "--data", "glyphs-digits")
+    # glyphs-digits has 10 classes too: same count evaluates; a different count must be refused
+    r = run_cli("evaluate", str(run), "--data", "glyphs-latin")
+    assert r.returncode == 2 and "classes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_image_files(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from cnnzoo.data import load_dataset
+
+    run, _ = trained
+    test = load_dataset("mnist").test
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"digit{i}.png"
+        Image.fromarray(test.images[i, 0].numpy()).save(p)
+        paths.append(str(p))
+    assert main(["predict", str(run), *paths, "--top-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [len(r["top"]) for r in out] == [3, 3, 3]
+    probs = [t["probability"] for t in out[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    correct = sum(int(r["top"][0]["class"]) == int(test.labels[i]) for i, r in enumerate(out))
+    assert correct >= 2
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    r = run_cli("predict", str(run), str(bad))
+    assert r.returncode == 2 and "not a readable image" in r.stderr
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_match_one_process_on_the_global_batch(tmp_path):
+    common = ["lenet5", "--train-subset", "512", "--epochs", "1", "--quiet", "--device", "cpu", "--lr", "0.05",
+              "--precision", "fp32"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = run_cli("train", *common, "--batch-size", "64", "--out", str(tmp_path / "one"), env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "cnnzoo",
+         "train", *common, "--batch-size", "32", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_file(str(tmp_path / "one" / "last.safetensors"))
+    b = load_file(str(tmp_path / "two" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
