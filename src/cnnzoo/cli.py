@@ -114,6 +114,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", help='e.g. "crop=2,flip,affine,cutout=8" or "none"')
     g.add_argument("--image-size", type=positive_int, help="resize the data once to this side")
     g.add_argument("--tta", action="store_true", default=None, help="evaluate with flipped copies too")
+    g.add_argument(
+        "--eval-every", type=positive_int, help="evaluate the test split every N epochs (default 1)"
+    )
     g.add_argument("--data-dir", help="where the dataset's files are")
     g.add_argument("--train-subset", type=positive_int, help="train on the first N shuffled images only")
 
@@ -139,6 +142,7 @@ _TRAIN_FIELDS = (
     "augment",
     "image_size",
     "tta",
+    "eval_every",
     "data_dir",
     "train_subset",
 )

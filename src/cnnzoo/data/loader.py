@@ -31,7 +31,7 @@ from cnnzoo.data.base import ArrayDataset
 from cnnzoo.data.stats import channel_stats
 from cnnzoo.errors import CnnzooError
 
-__all__ = ["InMemoryLoader", "LUMA"]
+__all__ = ["InMemoryLoader", "LUMA", "prepare_images"]
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, what PIL's convert("L") uses
 _CHUNK = 4096  # images resized per step when preparing, to bound the float copy's memory
@@ -47,7 +47,7 @@ def _mix(*values: int) -> int:
     return z & 0x7FFFFFFFFFFFFFFF
 
 
-def _prepare(images: Tensor, size: int | None, channels: int | None, resize_mode: str) -> Tensor:
+def prepare_images(images: Tensor, size: int | None, channels: int | None, resize_mode: str) -> Tensor:
     """Resize and convert 3 channels to 1 once, chunk by chunk, keeping uint8. 1 -> 3 stays a view per
     batch (see `InMemoryLoader`), so it costs no memory here."""
     n, c, h, w = images.shape
@@ -108,15 +108,8 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if batch_size < 1:
-            raise CnnzooError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise CnnzooError(f"rank must be in [0, world_size), got rank={rank} world_size={world_size}")
-        if resize_mode not in ("bilinear", "pad"):
-            raise CnnzooError(f"resize_mode must be 'bilinear' or 'pad', got {resize_mode!r}")
         stored = data.images.shape[1]
-        if channels is not None and channels != stored and (stored, channels) not in ((1, 3), (3, 1)):
-            raise CnnzooError(f"cannot adapt {stored}-channel images to {channels} channels (only 1<->3)")
+        self._check_args(batch_size, rank, world_size, resize_mode, stored, channels)
         self.info = data.info
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -125,12 +118,25 @@ class InMemoryLoader:
         self.channels_last = channels_last
         self.epoch = 0
         # 1. once: to the device, resized, 3 -> 1 converted (all still uint8)
-        self.images = _prepare(data.images.to(self.device), image_size, channels, resize_mode)
+        self.images = prepare_images(data.images.to(self.device), image_size, channels, resize_mode)
         self.labels = data.labels.to(self.device, torch.int64)
         self.channels = channels or stored
         self._expand = self.channels == 3 and self.images.shape[1] == 1
-        # 2. normalisation folded into one multiply-add on the 0..255 scale: x * scale + shift
-        mean, std = self._stats(mean, std, converted=self.channels == 1 and stored == 3)
+        self._set_normalisation(*self._stats(mean, std, converted=self.channels == 1 and stored == 3))
+
+    @staticmethod
+    def _check_args(batch_size, rank, world_size, resize_mode, stored, channels) -> None:
+        if batch_size < 1:
+            raise CnnzooError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise CnnzooError(f"rank must be in [0, world_size), got rank={rank} world_size={world_size}")
+        if resize_mode not in ("bilinear", "pad"):
+            raise CnnzooError(f"resize_mode must be 'bilinear' or 'pad', got {resize_mode!r}")
+        if channels is not None and channels != stored and (stored, channels) not in ((1, 3), (3, 1)):
+            raise CnnzooError(f"cannot adapt {stored}-channel images to {channels} channels (only 1<->3)")
+
+    def _set_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        # normalisation folded into one multiply-add on the 0..255 scale: x * scale + shift
         self.mean, self.std = mean, std
         scale = [1.0 / (255.0 * s) for s in std]
         shift = [-m / s for m, s in zip(mean, std, strict=True)]
@@ -210,14 +216,22 @@ class InMemoryLoader:
         epoch = self.epoch
         self.epoch += 1  # the next iteration moves on unless set_epoch says otherwise
         order = self.order(epoch).to(self.device)
-        gen = None
-        if self.augment is not None:
-            gen = torch.Generator(self.device).manual_seed(_mix(self.seed, epoch, self.rank, 1))
+        gen = self._augment_generator(epoch)
         for index in self._batch_indices(order):
             yield self._batch(index, gen)
 
+    def _augment_generator(self, epoch: int) -> torch.Generator | None:
+        """The random numbers of epoch `epoch`'s augmentation on this rank (None without augmentation)."""
+        if self.augment is None:
+            return None
+        return torch.Generator(self.device).manual_seed(_mix(self.seed, epoch, self.rank, 1))
+
     def _batch(self, index: Tensor, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
         x = self.images.index_select(0, index)  # (B, C, H, W) uint8; index_select beats x[index] by ~20x
+        return self.finish_batch(x, gen), self.labels.index_select(0, index)
+
+    def finish_batch(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        """A prepared (B, C, H, W) uint8 batch on the device -> augmented (when configured), normalised float."""
         if self.augment is not None and self._exact_on_uint8:
             x = augment_batch(x, self.augment, gen)  # crop, flip, cutout only move or zero pixels
         x = x.float()
@@ -229,7 +243,7 @@ class InMemoryLoader:
             x = x.mul_(self._scale).add_(self._shift)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels.index_select(0, index)
+        return x
 
     def __repr__(self) -> str:
         aug = self.augment.spec() if self.augment else "none"

@@ -39,6 +39,7 @@ class TrainConfig:
         0  # resize the data once to this side; 0 = the dataset's own, at least the model's minimum
     )
     tta: bool = False  # evaluate with a horizontally flipped copy too
+    eval_every: int = 1  # evaluate the test split every N epochs (and always after the last)
     data_dir: str = ""
     train_subset: int = 0  # use only the first N shuffled training images (quick runs and tests); 0 = all
     model_kwargs: dict = field(default_factory=dict)
@@ -46,6 +47,7 @@ class TrainConfig:
     def __post_init__(self):
         checks = [
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
+            (self.eval_every > 0, f"eval_every must be positive, got {self.eval_every}"),
             (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),

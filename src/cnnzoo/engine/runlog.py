@@ -46,6 +46,7 @@ def plot_curves(records: list[dict], run_dir: Path) -> list[Path]:
         for split in ("train", "test"):
             values = [r.get(f"{split}_{key}") for r in records]
             if any(v is not None for v in values):
+                values = [float("nan") if v is None else v for v in values]  # epochs without a test pass
                 ax.plot(epochs, values, marker="o", label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

@@ -88,11 +88,16 @@ def make_loaders(
 ):
     """Train loader (shuffled, augmented, sharded across ranks) and test loader (in order, whole set)."""
     from ..data.augment import AugmentConfig
+    from ..data.base import ArrayDataset
     from ..data.loader import InMemoryLoader
+    from ..data.stream import StreamingLoader
+
+    def loader_for(data, *args, **kwargs):  # in memory, or read from disk by worker processes
+        return (InMemoryLoader if isinstance(data, ArrayDataset) else StreamingLoader)(data, *args, **kwargs)
 
     dist_env = dist_env or DistEnv()
     common = dict(image_size=image_size, channels=channels, mean=mean, std=std, device=device)
-    train = InMemoryLoader(
+    train = loader_for(
         splits.train,
         batch_size,
         shuffle=True,
@@ -103,7 +108,7 @@ def make_loaders(
         world_size=dist_env.world_size,
         **common,
     )
-    test = InMemoryLoader(splits.test, max(256, batch_size), shuffle=False, **common)
+    test = loader_for(splits.test, max(256, batch_size), shuffle=False, **common)
     return train, test
 
 
@@ -282,35 +287,27 @@ def fit(
                 net, model, train_loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state
             )
             eval_model = ema.module if ema else model
-            metrics = evaluate_model(eval_model, test_loader, amp=amp, tta=cfg.tta)
             state.epoch, state.batch = state.epoch + 1, 0
-            record = {
-                "epoch": state.epoch,
-                **train_stats,
-                "test_loss": metrics["loss"],
-                "test_acc": metrics["accuracy"],
-                "lr": optimizer.param_groups[-1]["lr"],
-                "time": round(time.perf_counter() - start, 2),
-            }
-            state.best_acc = max(state.best_acc, metrics["accuracy"])
+            record = {"epoch": state.epoch, **train_stats, "lr": optimizer.param_groups[-1]["lr"]}
+            if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+                metrics = evaluate_model(eval_model, test_loader, amp=amp, tta=cfg.tta)
+                record.update(test_loss=metrics["loss"], test_acc=metrics["accuracy"])
+                state.best_acc = max(state.best_acc, metrics["accuracy"])
+            record["time"] = round(time.perf_counter() - start, 2)
             history.append(record)
             log.write(record)
             if ctx.writes:
-                _save_all(
-                    ctx,
-                    model,
-                    ema,
-                    optimizer,
-                    scheduler,
-                    state,
-                    record,
-                    best=state.best_acc == metrics["accuracy"],
-                )
+                is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
+                _save_all(ctx, model, ema, optimizer, scheduler, state, record, best=is_best)
                 if not ctx.quiet:
+                    tested = (
+                        f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%"
+                        if "test_acc" in record
+                        else ""
+                    )
                     tqdm.write(
                         f"epoch {state.epoch}/{cfg.epochs}: train loss {train_stats['train_loss']:.4f} "
-                        f"acc {train_stats['train_acc']:.2f}%  test loss {metrics['loss']:.4f} "
-                        f"acc {metrics['accuracy']:.2f}%  ({record['time']:.1f} s)"
+                        f"acc {train_stats['train_acc']:.2f}%  {tested}  ({record['time']:.1f} s)"
                     )
     except KeyboardInterrupt:
         if ctx.writes:
@@ -322,7 +319,7 @@ def fit(
         return TrainResult(
             ctx.run_dir,
             state.best_acc,
-            history[-1]["test_acc"] if history else 0.0,
+            history[-1].get("test_acc", 0.0) if history else 0.0,
             state.epoch,
             time.perf_counter() - start,
             history,
@@ -330,7 +327,7 @@ def fit(
         )
     if ctx.writes:
         plot_curves(history, ctx.run_dir)
-    final = history[-1]["test_acc"] if history else 0.0
+    final = history[-1].get("test_acc", 0.0) if history else 0.0
     return TrainResult(ctx.run_dir, state.best_acc, final, state.epoch, time.perf_counter() - start, history)
 
 

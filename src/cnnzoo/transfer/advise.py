@@ -50,6 +50,7 @@ class Advice:
     probe_random: float  # % accuracy of the same probe on random-weight features
     source_accuracy: float | None  # the source's own test accuracy, where its checkpoint says
     kept: float | None  # probe_source / source_accuracy
+    num_groups: int = 0  # groups before the head (how deep last:N can go)
     groups: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

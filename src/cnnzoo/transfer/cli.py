@@ -60,6 +60,7 @@ def add_commands(sub, add_train_options, train_overrides) -> None:
     )
     p.add_argument("--seeds", type=int, help="seeds per cell (default 3, quick 1)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="re-render the report from OUT/results.json")
     p.set_defaults(func=cmd_study)
 
 
@@ -110,7 +111,11 @@ def cmd_advise(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .study import run_transfer_study
+    from .study import rewrite_report, run_transfer_study
+
+    if args.report_only:
+        print(f"report written: {rewrite_report(args.out)}")
+        return 0
 
     if args.seeds is not None and args.seeds < 1:
         raise CnnzooError("--seeds must be at least 1")

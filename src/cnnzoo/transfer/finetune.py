@@ -91,6 +91,11 @@ def finetune(
         model = create_model(
             src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
         )
+    # A bad strategy (last:N beyond the groups) or rate fails here, before a run folder is made.
+    strategy_groups(model, ft.strategy)
+    param_groups(
+        model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
+    )
     image_size = max(prep["image_size"], model_info(src.model_name).min_size)
     device = resolve_device(cfg.device)
     loaders = make_loaders(
@@ -127,16 +132,20 @@ def finetune(
     if ft.strategy == "gradual":
         _head_only(model, loaders, replace(cfg, epochs=ft.head_epochs), ctx, ft.cache_flip)
         unfreeze(model)
-        lo_hi = ft.lr_range or (
-            cfg.lr / 100,
-            cfg.lr / 10,
-        )  # lower rates: the head is trained, keep what was learned
-        groups = param_groups(model, lo_hi, ft.layer_decay)
+        groups = param_groups(model, _gradual_rates(ft, cfg), ft.layer_decay)
         return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
     spec = "full" if ft.strategy == "scratch" else ft.strategy
     freeze(model, spec, train_bn=ft.train_bn)
     groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
     return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+
+
+def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float, float]:
+    """Rates of gradual's second phase, lower than the head phase's: the head is trained, keep what was
+    learned. The given range; else with a layer decay the head at lr/10; else lr/100 (stem) to lr/10 (head)."""
+    if ft.lr_range:
+        return ft.lr_range
+    return cfg.lr / 10 if ft.layer_decay is not None else (cfg.lr / 100, cfg.lr / 10)
 
 
 def _config_json(ft: FinetuneConfig, cfg: TrainConfig) -> str:

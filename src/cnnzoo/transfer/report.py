@@ -10,6 +10,18 @@ STRATEGY_ORDER = ("scratch", "head", "last:1", "last:2", "full", "gradual")
 NEAR = 1.0  # points: "near-best"
 
 
+def advised(row: dict) -> str:
+    """The advisor's pick for a row, re-derived from the figures it measured (so rule changes re-apply)."""
+    from .advise import recommend
+
+    a = row["advice"]
+    if "num_groups" not in a:
+        return a["strategy"]
+    return recommend(
+        a["samples_per_class"], a["probe_source"], a["probe_random"], a["kept"], a["num_groups"]
+    )[0]
+
+
 def _best(row: dict) -> tuple[str, float]:
     name = max(row["cells"], key=lambda s: row["cells"][s]["mean"])
     return name, row["cells"][name]["mean"]
@@ -20,7 +32,7 @@ def advisor_score(results: dict) -> tuple[int, int, int]:
     best_hits = near_hits = total = 0
     for setting in results["settings"]:
         for row in setting["rows"]:
-            pick = row["advice"]["strategy"]
+            pick = advised(row)
             best_name, best_acc = _best(row)
             total += 1
             best_hits += pick == best_name
@@ -158,7 +170,7 @@ def write_report(results: dict, out: Path) -> Path:
                 c = row["cells"][s]
                 text = f"{c['mean']:.1f} ± {c['std']:.1f} ({c['seconds']:.1f} s)"
                 cells.append(f"**{text}**" if s == best_name else text)
-            pick = row["advice"]["strategy"]
+            pick = advised(row)
             mark = (
                 "best"
                 if pick == best_name

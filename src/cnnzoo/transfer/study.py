@@ -27,6 +27,7 @@ from ..data import load_dataset
 from ..data.base import Splits, take_per_class
 from ..engine.config import TrainConfig
 from ..engine.train import train
+from ..errors import CnnzooError
 from .advise import advise
 from .finetune import FinetuneConfig, finetune
 
@@ -122,6 +123,7 @@ def run_cell(
         weight_decay=5e-4,
         seed=seed,
         device=device,
+        eval_every=1000,  # only the final accuracy is reported: skip the per-epoch test passes
     )
     ft = FinetuneConfig(source=str(source), strategy=strategy, head_epochs=max(1, epochs // 3))
     start = time.perf_counter()
@@ -132,6 +134,16 @@ def run_cell(
         "epochs": epochs,
         "train_images": len(train_split),
     }
+
+
+def rewrite_report(out: str | Path = "reports/transfer") -> Path:
+    """Re-render README.md and the plots from `results.json` (e.g. after the advisor's rules changed)."""
+    from .report import write_report
+
+    path = Path(out) / "results.json"
+    if not path.exists():
+        raise CnnzooError(f"no study results in {path}: run `cnnzoo study transfer` first")
+    return write_report(json.loads(path.read_text()), Path(out))
 
 
 def run_transfer_study(
@@ -170,11 +182,15 @@ def run_transfer_study(
                 }
             sub = Splits(take_per_class(splits.train, n, 0) if n else splits.train, splits.test)
             advice = advise(str(source), sub, device=device, seed=0)
+            # the measured figures, not just the verdict: the report re-applies `recommend` to them
             row["advice"] = {
                 "strategy": advice.strategy,
                 "reasons": advice.reasons,
                 "probe_source": advice.probe_source,
                 "probe_random": advice.probe_random,
+                "kept": advice.kept,
+                "samples_per_class": advice.samples_per_class,
+                "num_groups": advice.num_groups,
             }
             rows.append(row)
         results["settings"].append({**asdict(setting), "source_accuracy": source_acc, "rows": rows})
