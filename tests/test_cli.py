@@ -22,6 +22,8 @@ def test_models_lists_every_family(capsys):
     assert rows["lenet5_1998"]["params"] == 60_000
     assert rows["resnet50"]["params"] == 25_557_032
     assert rows["vgg16"]["min_size"] == 32
+    assert rows["googlenet"]["params_without_aux"] == 6_624_904
+    assert rows["inception_v3"]["params"] == 27_161_264
     assert {"name", "family", "params", "input_size", "min_size", "paper"} <= set(rows["alexnet"])
 
 
@@ -41,3 +43,17 @@ def test_bad_input_is_one_line_exit_2(args, message):
     last = r.stderr.strip().splitlines()[-1]  # argparse puts its usage above the error line
     assert message in last and last.startswith("cnnzoo")
     assert "Traceback" not in r.stderr
+
+
+def test_summary_json_reproduces_the_lenet5_table(capsys):
+    assert main(["summary", "lenet5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total_params"] == 156 + 2_416 + 48_120 + 10_164 + 850
+    assert out["trainable_params"] == 61_706 and out["frozen_params"] == 0
+    assert out["total_macs"] == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+
+
+def test_summary_text_shows_the_arithmetic(capsys):
+    assert main(["summary", "lenet5", "--num-classes", "7"]) == 0
+    text = capsys.readouterr().out
+    assert "6 x (1x5x5 + 1) = 156" in text and "7 x (84 + 1) = 595" in text

@@ -39,16 +39,13 @@ def cmd_models(args) -> int:
     rows = []
     for name in list_models(args.pattern):
         info = model_info(name)
-        rows.append(
-            {
-                "name": name,
-                "family": info.family,
-                "params": param_count_on_meta(name),
-                "input_size": info.input_size,
-                "min_size": info.min_size,
-                "paper": info.paper,
-            }
-        )
+        row = {"name": name, "family": info.family, "params": param_count_on_meta(name),
+               "input_size": info.input_size, "min_size": info.min_size, "paper": info.paper}  # fmt: skip
+        if (
+            info.family == "inception"
+        ):  # the papers' and torchvision's counts differ in whether aux heads count
+            row["params_without_aux"] = param_count_on_meta(name, aux_logits=False)
+        rows.append(row)
     if not rows:
         raise CnnzooError(f"no model matches {args.pattern!r} (see `cnnzoo models`)")
     if args.json:
@@ -59,6 +56,11 @@ def cmd_models(args) -> int:
         print(
             f"{r['name']:<14} {r['family']:<10} {r['params']:>13,} {r['input_size']:>6} {r['min_size']:>5}  {r['paper']}"
         )
+    for r in rows:
+        if "params_without_aux" in r:
+            print(
+                f"{r['name']}: {r['params_without_aux']:,} parameters without its auxiliary classifiers (aux_logits=False)"
+            )
     return 0
 
 
