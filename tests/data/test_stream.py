@@ -32,7 +32,9 @@ def make_folder(root: Path, classes=CLASSES, per_class=PER_CLASS) -> Path:
     for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(
+                root / name / f"{i}.png"
+            )
     return root
 
 
@@ -103,7 +105,9 @@ def test_batches_shapes_labels_and_normalisation(splits):
     images = torch.stack([data[i][0] for i in range(4)]).float() / 255
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (data.info.mean, data.info.std))
     torch.testing.assert_close(x, (images - mean) / std)
-    gray, _ = next(iter(StreamingLoader(data, 4, channels=1, image_size=24, channels_last=True, num_workers=0)))
+    gray, _ = next(
+        iter(StreamingLoader(data, 4, channels=1, image_size=24, channels_last=True, num_workers=0))
+    )
     assert gray.shape == (4, 1, 24, 24) and gray.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -175,7 +179,9 @@ def test_file_broken_after_loading_is_one_clear_error(tmp_path):
 def force_streaming(monkeypatch):
     """`load_dataset("folder:...")` streams whatever the folder's size; counts StreamingLoaders made."""
     load = sources.load_folder
-    monkeypatch.setattr(sources, "load_folder", lambda path, **kw: load(path, **{**kw, "max_memory_bytes": 1}))
+    monkeypatch.setattr(
+        sources, "load_folder", lambda path, **kw: load(path, **{**kw, "max_memory_bytes": 1})
+    )
     made = []
 
     class Counted(StreamingLoader):
@@ -206,19 +212,19 @@ def test_train_streamed_equals_train_in_memory(folder, tmp_path, monkeypatch, fo
 
 @pytest.mark.filterwarnings("ignore::cnnzoo.data.folder.CorruptImageWarning")
 def test_resume_mid_epoch_when_streaming(folder, tmp_path, monkeypatch, force_streaming):
-    assert train_cli(folder, tmp_path / "straight", "--epochs", "2", "--batch-size", "4") == 0
+    assert train_cli(folder, tmp_path / "straight", "--epochs", "2") == 0
     original_iter, seen = StreamingLoader.__iter__, [0]
 
     def interrupting_iter(self):
         for batch in original_iter(self):
             if self.shuffle:
                 seen[0] += 1
-                if seen[0] == 12:  # mid-way through epoch 2 (8 batches per epoch)
+                if seen[0] == 6:  # mid-way through epoch 2 (4 batches of 8 per epoch)
                     raise KeyboardInterrupt
             yield batch
 
     monkeypatch.setattr(StreamingLoader, "__iter__", interrupting_iter)
-    assert train_cli(folder, tmp_path / "resumed", "--epochs", "2", "--batch-size", "4") == 130
+    assert train_cli(folder, tmp_path / "resumed", "--epochs", "2") == 130
     monkeypatch.setattr(StreamingLoader, "__iter__", original_iter)
     assert main(["train", "--resume", str(tmp_path / "resumed"), "--quiet"]) == 0
     a = load_file(str(tmp_path / "straight" / "last.safetensors"))
@@ -240,7 +246,9 @@ def test_train_stops_with_one_line_when_a_streamed_image_breaks(tmp_path, force_
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("case", ["all corrupt", "one class"])
@@ -253,7 +261,9 @@ def test_unusable_folder_is_exit_2_with_one_line(tmp_path, case):
     else:
         make_folder(tmp_path / "data", classes=("ant",), per_class=3)
         expected = "has only one class (ant)"
-    result = run_cli("train", "lenet5", "--data", f"folder:{tmp_path / 'data'}", "--out", str(tmp_path / "run"))
+    result = run_cli(
+        "train", "lenet5", "--data", f"folder:{tmp_path / 'data'}", "--out", str(tmp_path / "run")
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnzoo: error:") and expected in lines[0], result.stderr

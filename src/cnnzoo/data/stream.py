@@ -18,6 +18,7 @@ dataset's own message rather than the worker's traceback.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -103,6 +104,10 @@ class StreamingLoader(InMemoryLoader):
             persistent_workers=self.num_workers > 0,
             pin_memory=self.device.type == "cuda",
         )
+        # A finalizer holds the DataLoader too, so that it is never garbage in a reference cycle with this
+        # loader (a traceback, say): torch's queues would be closed before its shutdown told the workers to
+        # stop, and collecting the cycle would wait 5 s per worker. This way it goes right after this loader.
+        weakref.finalize(self, _release, self._loader).atexit = False
 
     def _stats(self, mean, std, converted: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
         if (mean is None or std is None) and (converted or self.info is None):
@@ -186,3 +191,8 @@ class _BatchReader(Dataset):
 
 def _as_is(batch):
     return batch
+
+
+def _release(loader: DataLoader) -> None:
+    """Called once the `StreamingLoader` is gone; dropping the last reference to `loader` then stops its
+    workers (torch's own shutdown, in its iterator's `__del__`)."""
