@@ -173,7 +173,7 @@ def train(
     if dist_env.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_env.local_rank)
     try:
-        splits = load_dataset(cfg.data, data_dir=cfg.data_dir or None)
+        splits = load_dataset(cfg.data, **dataset_options(cfg))
         if cfg.train_subset:
             gen = torch.Generator().manual_seed(cfg.seed)
             splits = Splits(
@@ -214,6 +214,14 @@ def train(
         return fit(model, loaders, cfg, ctx, device=device, resume=resume)
     finally:
         cleanup_distributed()
+
+
+def dataset_options(cfg: TrainConfig) -> dict:
+    """`load_dataset` keywords from a config: folders are decoded straight to `--image-size`."""
+    options = {"data_dir": cfg.data_dir or None}
+    if cfg.data.startswith("folder:") and cfg.image_size:
+        options["image_size"] = cfg.image_size
+    return options
 
 
 def checkpoint_meta(model_name, model_kwargs, info: DatasetInfo, image_size, in_chans, mean, std) -> dict:

@@ -13,6 +13,11 @@ The classic guidance (CS231n's transfer-learning notes, Yosinski et al. 2014) ha
    split, scored on the other 20%) on the source's features, against the same probe on the same
    architecture with random weights. The gap says how much the source's features are worth here;
    the probe's accuracy against the source's own test accuracy says how much of it carries over.
+
+The thresholds were calibrated on `cnnzoo study transfer` (reports/transfer/README.md): with LeNet-5,
+re-training the later layers at a small rate beat a head alone in every setting but one, so "head" is
+kept for little data whose probe already keeps most of the source's accuracy; "scratch" is advised only
+when the source's features are no better than random ones and there is enough data to learn new ones.
 """
 
 from __future__ import annotations
@@ -89,23 +94,20 @@ def recommend(
             "the source's features are no better than random ones here: train from scratch, the source will not help"
         )
         return "scratch", reasons
-    last = min(2, num_groups - 1)
+    deep = max(1, min(2, num_groups - 1))  # "the later layers": the last two stages where the model has them
     if size == "little":
-        if similar or gain >= 10:
-            reasons.append("little data and useful features: train only a new head, anything more over-fits")
+        if similar:
+            reasons.append("little data and features that already fit the task: train only a new head")
             return "head", reasons
-        reasons.append("little data but features that transfer less: re-train the last stage with the head")
-        return "last:1", reasons
+        reasons.append(f"little data, features that fit less well: keep the early, generic layers and re-train "
+                       f"the last {deep} stages with the head, at small rates")  # fmt: skip
+        return f"last:{deep}", reasons
     if size == "plenty of":
         reasons.append("plenty of data: fine-tune the whole network, starting from the source's weights")
         return "full", reasons
-    if similar:
-        reasons.append("moderate data, similar domain: fine-tune the last stage with the head")
-        return "last:1", reasons
-    reasons.append(
-        f"moderate data, different domain: fine-tune the last {last} stages, keep the earliest, most generic ones"
-    )
-    return f"last:{last}", reasons
+    reasons.append(f"a moderate amount of data: fine-tune the last {deep} stages with the head; "
+                   f"the earliest layers stay as the source learned them")  # fmt: skip
+    return f"last:{deep}", reasons
 
 
 def advise(
@@ -160,7 +162,7 @@ def advise(
     probe_random = _probe(random_model.to(dev), loaders, cfg)
     source_acc = _source_accuracy(source)
     kept = probe_source / source_acc if source_acc else None
-    num_groups = len([g for g, _ in groups(src.model) if g != "aux"])
+    num_groups = len([g for g, _ in groups(src.model) if g not in ("aux", "head")])  # before the head
     strategy, reasons = recommend(per_class, probe_source, probe_random, kept, num_groups)
     return Advice(
         strategy,
@@ -171,7 +173,8 @@ def advise(
         probe_random,
         source_acc,
         kept,
-        [g for g, _ in groups(src.model)],
+        num_groups=num_groups,
+        groups=[g for g, _ in groups(src.model)],
     )
 
 

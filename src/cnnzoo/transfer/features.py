@@ -21,16 +21,22 @@ __all__ = ["extract_features", "train_linear_head", "HeadResult"]
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader, *, flip: bool = False) -> tuple[Tensor, Tensor]:
+def extract_features(
+    model: nn.Module, loader, *, flip: bool = False, amp: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
     """(features (N, num_features), labels (N,)) of every batch, in loader order; with `flip`, mirrored
-    copies are appended (2N rows) as a cheap augmentation for the head."""
+    copies are appended (2N rows) as a cheap augmentation for the head. `amp`: autocast dtype, as in
+    training; the features are stored in float32 either way."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     feats, labels = [], []
     for x, y in loader:
         views = (x, x.flip(-1)) if flip else (x,)
         for v in views:
-            feats.append(model.forward_head(model.forward_features(v), pre_logits=True).float())
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                f = model.forward_head(model.forward_features(v), pre_logits=True)
+            feats.append(f.float())
             labels.append(y)
     model.train(was_training)
     return torch.cat(feats), torch.cat(labels)

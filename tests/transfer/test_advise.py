@@ -1,0 +1,116 @@
+"""The advisor: its rule table on hand-made figures, then real probes on a LeNet-5 pretrained on MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnzoo.cli import main
+from cnnzoo.data import load_dataset
+from cnnzoo.data.base import Splits, take_per_class
+from cnnzoo.engine import TrainConfig, train
+from cnnzoo.transfer.advise import LARGE, SMALL, recommend
+
+STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
+
+
+# --- the rule table -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "per_class, probe_source, probe_random, kept, num_groups, expected",
+    [
+        (10, 90.0, 40.0, 0.95, 4, "head"),  # little data, features that keep 95% of the source's accuracy
+        (10, 85.0, 80.0, None, 4, "head"),  # little data, similar: without a source accuracy, probe >= 80%
+        (
+            10,
+            75.0,
+            70.0,
+            None,
+            4,
+            "last:2",
+        ),  # ...and below 80% it counts as different: re-train the later layers
+        (10, 45.0, 40.0, 0.50, 4, "last:2"),  # little data, weak features (+5 points, half the source's)
+        (10, 41.0, 40.0, 0.45, 4, "last:2"),  # little data: never scratch, even with useless features
+        (10, 55.0, 40.0, 0.55, 2, "last:1"),  # ...never more stages than the model has before the head
+        (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data
+        (2000, 60.0, 30.0, 0.60, 4, "full"),  # plenty of data, different domain
+        (100, 50.0, 49.0, 0.50, 4, "scratch"),  # enough data, the source is no better than random
+        (2000, 70.0, 69.5, 0.90, 4, "scratch"),  # useless features beat "plenty of data"
+        (100, 90.0, 50.0, 0.92, 4, "last:2"),  # moderate data, similar domain
+        (100, 60.0, 40.0, 0.60, 4, "last:2"),  # moderate data, different domain
+        (100, 60.0, 40.0, 0.60, 2, "last:1"),
+    ],
+)
+def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, expected):
+    strategy, reasons = recommend(per_class, probe_source, probe_random, kept, num_groups)
+    assert strategy == expected
+    assert reasons[0].startswith(f"{per_class} training images per class")
+    assert f"{probe_source:.1f}% against {probe_random:.1f}%" in reasons[1]
+    assert (kept is not None) == any("of the source's own accuracy" in r for r in reasons)
+    assert len(reasons) == 3 + (kept is not None)  # data, probe, [similarity,] the verdict
+
+
+def test_rule_table_thresholds():
+    """SMALL images per class is no longer little data; LARGE is not yet plenty."""
+    assert recommend(SMALL - 1, 90, 40, 0.95, 4)[0] == "head"
+    assert recommend(SMALL, 90, 40, 0.95, 4)[0] == "last:2"
+    assert recommend(LARGE, 90, 40, 0.95, 4)[0] == "last:2"
+    assert recommend(LARGE + 1, 90, 40, 0.95, 4)[0] == "full"
+    assert "little data" in recommend(SMALL - 1, 90, 40, 0.95, 4)[1][0]
+    assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
+
+
+# --- real probes ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """LeNet-5 after two epochs on 1,500 MNIST images (about 90% on MNIST's test split)."""
+    run = tmp_path_factory.mktemp("source") / "lenet5-mnist"
+    cfg = TrainConfig(
+        model="lenet5", data="mnist", epochs=2, batch_size=32, lr=0.05, train_subset=1500, precision="fp32"
+    )
+    result = train(cfg, run_dir=run, quiet=True)
+    assert result.final_acc > 80.0
+    return run
+
+
+def test_probe_prefers_the_sources_features_on_its_own_task(source):
+    """On MNIST itself (20 test images per class as the target), the trained features beat random ones."""
+    from cnnzoo.transfer.advise import advise
+
+    mnist = load_dataset("mnist")
+    target = Splits(take_per_class(mnist.test, 20, 0), mnist.test)
+    advice = advise(str(source), target, device="cpu")
+    assert advice.probe_source >= advice.probe_random + 10, advice
+    assert advice.samples_per_class == 20 and advice.strategy == "head"  # little data, useful features
+
+
+def test_advise_on_digits_and_the_json_of_the_command(source, capsys):
+    from cnnzoo.transfer.advise import advise
+
+    digits = load_dataset("digits")
+    advice = advise(str(source), digits, device="cpu")
+    source_acc = json.loads((source / "best.json").read_text())["metrics"]["test_acc"]
+    assert advice.strategy in STRATEGIES
+    assert advice.num_classes == 10 and advice.samples_per_class == 144.5  # median of the per-class counts
+    assert advice.groups == ["conv1", "conv2", "fc1", "fc2", "head"] and advice.num_groups == 4
+    # probes on 80% / 20% of digits' training split: far above chance (10%) with either features
+    assert 50.0 < advice.probe_source <= 100.0 and 50.0 < advice.probe_random <= 100.0
+    assert advice.source_accuracy == pytest.approx(source_acc)
+    assert advice.kept == pytest.approx(advice.probe_source / source_acc)
+    # the verdict is the rule table applied to the measured figures
+    assert (advice.strategy, advice.reasons) == recommend(
+        advice.samples_per_class, advice.probe_source, advice.probe_random, advice.kept, advice.num_groups
+    )
+    assert advice.describe().startswith(f"recommended strategy: {advice.strategy}\n  - 144 training images")
+
+    capsys.readouterr()
+    assert main(["advise", "--from", str(source), "--data", "digits", "--device", "cpu", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"strategy", "reasons", "probe_source", "probe_random"} <= printed.keys()
+    assert printed["strategy"] == advice.strategy and printed["reasons"] == advice.reasons
+    assert printed["probe_source"] == pytest.approx(advice.probe_source)  # same seed, same figures
+    assert printed["probe_random"] == pytest.approx(advice.probe_random)
