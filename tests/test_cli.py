@@ -57,3 +57,19 @@ def test_summary_text_shows_the_arithmetic(capsys):
     assert main(["summary", "lenet5", "--num-classes", "7"]) == 0
     text = capsys.readouterr().out
     assert "6 x (1x5x5 + 1) = 156" in text and "7 x (84 + 1) = 595" in text
+
+
+def test_datasets_lists_and_describes(capsys):
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "mnist" in listing and "glyphs-cyrillic" in listing and "folder:PATH" in listing
+    assert main(["datasets", "mnist", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["classes"] == [str(d) for d in range(10)] and facts["image_size"] == 28
+    assert facts["channels"] == 1 and facts["train"] == 60_000 and facts["test"] == 10_000
+    assert abs(facts["mean"][0] - 0.1307) < 1e-3 and abs(facts["std"][0] - 0.3081) < 1e-3
+
+
+def test_download_is_needed_for_cifar():
+    r = run_cli("train", "lenet5", "--data", "cifar10", "--data-dir", "/nonexistent/cifar")
+    assert r.returncode == 2 and "--download" in r.stderr and "Traceback" not in r.stderr

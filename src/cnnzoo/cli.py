@@ -86,11 +86,24 @@ def cmd_summary(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import list_datasets
+    from .data import load_dataset
+    from .data.sources import describe_dataset, list_datasets
 
-    for name in list_datasets():
-        print(name)
-    print("folder:PATH")
+    if not args.name:
+        for name in [*list_datasets(), "folder:PATH"]:
+            print(f"{name:<16} {describe_dataset(name)}")
+        return 0
+    splits = load_dataset(args.name, data_dir=args.data_dir, download=args.download)
+    info = splits.info
+    facts = {"name": info.name, "classes": list(info.classes), "image_size": info.image_size,
+             "channels": info.channels, "mean": list(info.mean), "std": list(info.std), "flip": info.flip,
+             "train": len(splits.train), "test": len(splits.test), "source": info.source}  # fmt: skip
+    if args.json:
+        _print_json(facts)
+        return 0
+    for key, value in facts.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:<11} {shown}")
     return 0
 
 
@@ -120,6 +133,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--eval-every", type=positive_int, help="evaluate the test split every N epochs (default 1)"
     )
     g.add_argument("--data-dir", help="where the dataset's files are")
+    g.add_argument(
+        "--download", action="store_true", default=None, help="fetch kmnist/cifar10/cifar100 if missing"
+    )
     g.add_argument("--train-subset", type=positive_int, help="train on the first N shuffled images only")
 
 
@@ -146,6 +162,7 @@ _TRAIN_FIELDS = (
     "tta",
     "eval_every",
     "data_dir",
+    "download",
     "train_subset",
 )
 
@@ -265,7 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("datasets", help="list the datasets")
+    p = sub.add_parser(
+        "datasets", help="list the datasets, or show one's classes, size, channels and statistics"
+    )
+    p.add_argument("name", nargs="?", help="a dataset to describe (loads it)")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true", help="fetch kmnist/cifar10/cifar100 if missing")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("train", help="train a model from scratch on a dataset")
