@@ -23,8 +23,8 @@ train: setup
 	$(BIN)/cnnzoo train lenet5 --data mnist
 
 test: setup system-deps
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/pytest -q
 
 bench: setup
