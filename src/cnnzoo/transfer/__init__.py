@@ -1,5 +1,8 @@
 """Transfer learning: start from pretrained weights, freeze, fine-tune with per-group learning rates."""
 
+from .advise import Advice, advise, recommend
+from .features import extract_features, train_linear_head
+from .finetune import FinetuneConfig, finetune
 from .freeze import (
     freeze,
     group_table,
@@ -22,6 +25,13 @@ from .sources import (
 )
 
 __all__ = [
+    "Advice",
+    "FinetuneConfig",
+    "advise",
+    "extract_features",
+    "finetune",
+    "recommend",
+    "train_linear_head",
     "LoadReport",
     "LoadedSource",
     "adapt_conv_weight",
