@@ -37,12 +37,11 @@ from cnnzoo.engine.train import (
     autocast_dtype,
     checkpoint_meta,
     fit,
-    make_loaders,
     resolve_device,
 )
-from cnnzoo.models import create_model, model_info
+from cnnzoo.models import create_model
 from cnnzoo.transfer import freeze, load_source, param_groups
-from cnnzoo.transfer.finetune import FinetuneConfig, finetune
+from cnnzoo.transfer.finetune import FinetuneConfig, finetune, source_loaders
 
 
 def make_source(model: str, images: int, out: Path) -> tuple[Path, str]:
@@ -75,19 +74,9 @@ def run_per_epoch(source: Path, splits: Splits, cfg: TrainConfig) -> tuple[float
     info = splits.info
     torch.manual_seed(cfg.seed)
     src = load_source(str(source), num_classes=info.num_classes, in_chans=info.channels)
-    model, prep = src.model, src.meta
+    model = src.model
     device = resolve_device(cfg.device)
-    loaders = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=max(prep["image_size"], model_info(src.model_name).min_size),
-        channels=info.channels,
-        mean=prep["mean"],
-        std=prep["std"],
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-    )
+    _, loaders = source_loaders(splits, src, cfg, device)
     freeze(model, "head")
     ctx = RunContext(Path(tempfile.gettempdir()) / "unused", {}, quiet=True, save=False)
     result = fit(model, loaders, cfg, ctx, device=device, param_groups=param_groups(model, cfg.lr))

@@ -31,10 +31,10 @@ from ..data.base import Splits
 from ..data.stats import stratified_split
 from ..engine.checkpoint import read_meta, resolve_checkpoint
 from ..engine.config import TrainConfig
-from ..engine.train import make_loaders, resolve_device
-from ..models import create_model, model_info
+from ..engine.train import resolve_device
+from ..models import create_model
 from .features import extract_features, train_linear_head
-from .finetune import check_target_data
+from .finetune import check_target_data, source_loaders
 from .freeze import groups
 from .sources import load_source
 
@@ -99,14 +99,18 @@ def recommend(
         if similar:
             reasons.append("little data and features that already fit the task: train only a new head")
             return "head", reasons
-        reasons.append(f"little data, features that fit less well: keep the early, generic layers and re-train "
-                       f"the last {deep} stages with the head, at small rates")  # fmt: skip
+        reasons.append(
+            f"little data, features that fit less well: keep the early, generic layers and re-train "
+            f"the last {deep} stages with the head, at small rates"
+        )
         return f"last:{deep}", reasons
     if size == "plenty of":
         reasons.append("plenty of data: fine-tune the whole network, starting from the source's weights")
         return "full", reasons
-    reasons.append(f"a moderate amount of data: fine-tune the last {deep} stages with the head; "
-                   f"the earliest layers stay as the source learned them")  # fmt: skip
+    reasons.append(
+        f"a moderate amount of data: fine-tune the last {deep} stages with the head; "
+        f"the earliest layers stay as the source learned them"
+    )
     return f"last:{deep}", reasons
 
 
@@ -136,18 +140,6 @@ def advise(
         src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
     )
     dev = resolve_device(device)
-    image_size = max(src.meta["image_size"], model_info(src.model_name).min_size)
-    loaders = make_loaders(
-        probe_splits,
-        batch_size=256,
-        image_size=image_size,
-        channels=info.channels,
-        mean=src.meta["mean"],
-        std=src.meta["std"],
-        augment="none",
-        device=dev,
-        seed=seed,
-    )
     cfg = TrainConfig(
         model=src.model_name,
         data=info.name,
@@ -158,6 +150,7 @@ def advise(
         weight_decay=1e-4,
         seed=seed,
     )
+    _, loaders = source_loaders(probe_splits, src, cfg, dev, batch_size=256)
     probe_source = _probe(src.model.to(dev), loaders, cfg)
     probe_random = _probe(random_model.to(dev), loaders, cfg)
     source_acc = _source_accuracy(source)

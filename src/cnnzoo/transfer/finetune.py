@@ -40,7 +40,7 @@ from .features import extract_features, train_linear_head
 from .freeze import freeze, param_groups, parse_strategy_groups, unfreeze
 from .sources import load_source
 
-__all__ = ["FinetuneConfig", "finetune", "check_target_data", "STRATEGIES"]
+__all__ = ["FinetuneConfig", "finetune", "check_target_data", "source_loaders", "STRATEGIES"]
 
 STRATEGIES = ("head", "last:N", "full", "gradual", "scratch")
 
@@ -95,8 +95,11 @@ def finetune(
     check_target_data(splits)
     info = splits.info
     if ft.cache_flip and not info.flip:
-        warnings.warn(f"--cache-flip on {info.name}, whose images are not mirror-symmetric (characters, digits): "
-                      "mirrored copies usually lower accuracy here", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"--cache-flip on {info.name}, whose images are not mirror-symmetric (characters, digits): "
+            "mirrored copies usually lower accuracy here",
+            stacklevel=2,
+        )
     torch.manual_seed(cfg.seed)
     src = load_source(ft.source, num_classes=info.num_classes, in_chans=info.channels, model_name=ft.model)
     model, prep = src.model, src.meta
@@ -109,20 +112,8 @@ def finetune(
     param_groups(
         model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
     )
-    image_size = max(prep["image_size"], model_info(src.model_name).min_size)
     device = resolve_device(cfg.device)
-    loaders = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=image_size,
-        channels=info.channels,
-        mean=prep["mean"],
-        std=prep["std"],
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-        channels_last=cfg.channels_last,
-    )
+    image_size, loaders = source_loaders(splits, src, cfg, device)
     meta = checkpoint_meta(
         src.model_name, src.model_kwargs, info, image_size, info.channels, prep["mean"], prep["std"]
     )
@@ -159,6 +150,27 @@ def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float,
     if ft.lr_range:
         return ft.lr_range
     return cfg.lr / 10 if ft.layer_decay is not None else (cfg.lr / 100, cfg.lr / 10)
+
+
+def source_loaders(
+    splits: Splits, src, cfg: TrainConfig, device: torch.device, *, batch_size: int | None = None
+):
+    """(image size, (train, test) loaders) preprocessed as the SOURCE weights expect: their input size
+    (at least the model's minimum), mean and std, not the target dataset's own statistics."""
+    image_size = max(src.meta["image_size"], model_info(src.model_name).min_size)
+    loaders = make_loaders(
+        splits,
+        batch_size=batch_size or cfg.batch_size,
+        image_size=image_size,
+        channels=splits.info.channels,
+        mean=src.meta["mean"],
+        std=src.meta["std"],
+        augment=cfg.augment,
+        device=device,
+        seed=cfg.seed,
+        channels_last=cfg.channels_last,
+    )
+    return image_size, loaders
 
 
 def _config_json(ft: FinetuneConfig, cfg: TrainConfig) -> str:
