@@ -133,6 +133,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--eval-every", type=positive_int, help="evaluate the test split every N epochs (default 1)"
     )
     g.add_argument("--data-dir", help="where the dataset's files are")
+    g.add_argument("--strict", action="store_true", default=None, help="folders: stop on a corrupt image")
     g.add_argument(
         "--download", action="store_true", default=None, help="fetch kmnist/cifar10/cifar100 if missing"
     )
@@ -163,6 +164,7 @@ _TRAIN_FIELDS = (
     "eval_every",
     "data_dir",
     "download",
+    "strict",
     "train_subset",
 )
 

@@ -32,8 +32,17 @@ def trained(tmp_path_factory):
 def test_learns_and_writes_a_run_folder(trained):
     run, result = trained
     assert result.final_acc > 80.0  # 2,000 images, 2 epochs: far above chance (10%)
-    for name in ["config.json", "metrics.jsonl", "loss.png", "accuracy.png", "last.safetensors", "last.json",
-                 "last.state.pt", "best.safetensors", "best.json"]:  # fmt: skip
+    for name in [
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "accuracy.png",
+        "last.safetensors",
+        "last.json",
+        "last.state.pt",
+        "best.safetensors",
+        "best.json",
+    ]:
         assert (run / name).exists(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -90,8 +99,9 @@ def test_nan_loss_stops_with_the_step(tmp_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=300,
-                          env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,16 +156,44 @@ def test_predict_image_files(trained, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_ddp_ranks_match_one_process_on_the_global_batch(tmp_path):
-    common = ["lenet5", "--train-subset", "512", "--epochs", "1", "--quiet", "--device", "cpu", "--lr", "0.05",
-              "--precision", "fp32"]  # fmt: skip
+    common = [
+        "lenet5",
+        "--train-subset",
+        "512",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--lr",
+        "0.05",
+        "--precision",
+        "fp32",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = run_cli("train", *common, "--batch-size", "64", "--out", str(tmp_path / "one"), env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "cnnzoo",
-         "train", *common, "--batch-size", "32", "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "cnnzoo",
+            "train",
+            *common,
+            "--batch-size",
+            "32",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     a = load_file(str(tmp_path / "one" / "last.safetensors"))
     b = load_file(str(tmp_path / "two" / "last.safetensors"))
@@ -178,3 +216,22 @@ def test_training_options_all_learn(tmp_path, options):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     tested = [r["epoch"] for r in records if "test_acc" in r]
     assert tested == ([2] if options.get("eval_every") == 2 else [1, 2])
+
+
+def test_defaults_follow_model_and_data():
+    assert default_config("lenet5", "mnist").augment == "none"  # a mirrored digit is another digit
+    assert "flip" in default_config("lenet5", "fashion-mnist").augment
+    assert default_config("resnet18", "folder:/photos").augment == "rrc,flip"
+    assert "flip" not in default_config("resnet20", "glyphs-latin").augment
+    lenet98 = default_config("lenet5_1998", "mnist")
+    assert (lenet98.optimizer, lenet98.weight_decay) == ("adamw", 0.0)
+    assert default_config("lenet5", "mnist", epochs=3, lr=None).epochs == 3  # None means "keep the default"
+
+
+def test_lenet5_1998_learns_with_its_defaults(tmp_path):
+    result = train(
+        replace(default_config("lenet5_1998", "mnist"), train_subset=2000, epochs=2),
+        run_dir=tmp_path,
+        quiet=True,
+    )
+    assert result.final_acc > 70.0

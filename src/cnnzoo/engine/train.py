@@ -219,8 +219,10 @@ def train(
 def dataset_options(cfg: TrainConfig) -> dict:
     """`load_dataset` keywords from a config: folders are decoded straight to `--image-size`."""
     options = {"data_dir": cfg.data_dir or None, "download": cfg.download}
-    if cfg.data.startswith("folder:") and cfg.image_size:
-        options["image_size"] = cfg.image_size
+    if cfg.data.startswith("folder:"):
+        options["strict"] = cfg.strict
+        if cfg.image_size:
+            options["image_size"] = cfg.image_size
     return options
 
 
