@@ -174,12 +174,7 @@ def train(
         device = torch.device("cuda", dist_env.local_rank)
     try:
         splits = load_dataset(cfg.data, **dataset_options(cfg))
-        if cfg.train_subset:
-            gen = torch.Generator().manual_seed(cfg.seed)
-            splits = Splits(
-                splits.train.subset(torch.randperm(len(splits.train), generator=gen)[: cfg.train_subset]),
-                splits.test,
-            )
+        splits = apply_train_subset(splits, cfg)
         info = splits.info
         image_size = _resolve_image_size(cfg, info)
         torch.manual_seed(cfg.seed)
@@ -214,6 +209,15 @@ def train(
         return fit(model, loaders, cfg, ctx, device=device, resume=resume)
     finally:
         cleanup_distributed()
+
+
+def apply_train_subset(splits: Splits, cfg: TrainConfig) -> Splits:
+    """Keep `cfg.train_subset` training images drawn at random (seeded); the test split stays whole."""
+    if not cfg.train_subset:
+        return splits
+    gen = torch.Generator().manual_seed(cfg.seed)
+    keep = torch.randperm(len(splits.train), generator=gen)[: cfg.train_subset]
+    return Splits(splits.train.subset(keep), splits.test)
 
 
 def dataset_options(cfg: TrainConfig) -> dict:

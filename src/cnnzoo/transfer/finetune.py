@@ -27,6 +27,7 @@ from ..engine.runlog import RunLog
 from ..engine.train import (
     RunContext,
     TrainResult,
+    apply_train_subset,
     autocast_dtype,
     checkpoint_meta,
     dataset_options,
@@ -90,6 +91,7 @@ def finetune(
     from ..data import load_dataset
 
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
+    splits = apply_train_subset(splits, cfg)
     if ft.samples_per_class:
         splits = Splits(take_per_class(splits.train, ft.samples_per_class, cfg.seed), splits.test)
     check_target_data(splits)
