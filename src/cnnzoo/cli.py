@@ -240,13 +240,12 @@ def cmd_evaluate(args) -> int:
 
 
 def check_classes_match(meta: dict, info) -> None:
+    """A checkpoint evaluates only on data with its class count (channels are adapted by the loader)."""
     if len(meta["classes"]) != info.num_classes:
         raise CnnzooError(
             f"the checkpoint has {len(meta['classes'])} classes but {info.name} has {info.num_classes}: "
             "evaluate it on the dataset it was trained for"
         )
-    if meta["in_chans"] != info.channels:
-        pass  # the loader adapts channels (grayscale <-> RGB) once; nothing to refuse
 
 
 def cmd_predict(args) -> int:
