@@ -235,3 +235,45 @@ def test_lenet5_1998_learns_with_its_defaults(tmp_path):
         quiet=True,
     )
     assert result.final_acc > 70.0
+
+
+def test_real_ctrl_c_saves_and_resume_finishes(tmp_path):
+    """SIGINT to a real `cnnzoo train` process: it saves `last`, exits 130, and `--resume` completes the run."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "cnnzoo",
+        "train",
+        "lenet5",
+        "--train-subset",
+        "3000",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "32",
+        "--out",
+        str(run),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:  # wait for the first epoch
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in out and "--resume" in out
+    saved = json.loads((run / "last.json").read_text())
+    assert 1 <= saved["epoch"] < 40
+    state = torch.load(run / "last.state.pt", weights_only=True)
+    assert state["progress"]["epoch"] == saved["epoch"]
+    # continue, but only to the next epoch boundary: shorten the run in its saved config
+    config = json.loads((run / "config.json").read_text())
+    config["epochs"] = saved["epoch"] + 1
+    (run / "config.json").write_text(json.dumps(config))
+    r = run_cli("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "last.json").read_text())["epoch"] == saved["epoch"] + 1
