@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from cnnzoo.data.augment import affine_grid
 from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
+from cnnzoo.data.cache import cache_dir as cache_root
 from cnnzoo.data.stats import channel_stats
 from cnnzoo.errors import CnnzooError
 
@@ -283,13 +284,6 @@ def _test_groups(groups: list[int], seed: int) -> set[int]:
 # --- cache --------------------------------------------------------------------------------------------
 
 
-def _cache_root() -> Path:
-    if os.environ.get("CNNZOO_CACHE"):
-        return Path(os.environ["CNNZOO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cnnzoo"
-
-
 def _cache_key(alphabet: str, fonts: list[str], seed: int, samples: int) -> str:
     h = hashlib.sha256()
     ft = getattr(ImageFont.core, "freetype2_version", "?")
@@ -415,7 +409,7 @@ def load_glyphs(
             f"found {len(paths)} font file(s){'' if fonts else ' in ' + ', '.join(FONT_DIRS)}; need 2 or more: "
             f"apt-get install {' '.join(APT_FONT_PACKAGES)}"
         )
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else _cache_root() / "glyphs"
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "glyphs"
     target = folder / f"{name}-{_cache_key(alphabet, paths, seed, samples_per_font)}.npz"
     if cache and target.is_file():
         try:

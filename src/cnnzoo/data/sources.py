@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
+from cnnzoo.data.cache import cache_dir
 from cnnzoo.data.folder import DEFAULT_MAX_MEMORY, load_folder
 from cnnzoo.data.idx import read_idx
 from cnnzoo.data.stats import channel_stats, stratified_split
@@ -181,14 +182,6 @@ def _entry(name: str) -> _Entry:
             f"unknown dataset {name!r}; known: {', '.join(list_datasets())}, folder:PATH.{hint}"
         )
     return entry
-
-
-def cache_dir() -> Path:
-    """Root of the download cache: $CNNZOO_CACHE, else $XDG_CACHE_HOME/cnnzoo, else ~/.cache/cnnzoo."""
-    if os.environ.get("CNNZOO_CACHE"):
-        return Path(os.environ["CNNZOO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cnnzoo"
 
 
 # --- MNIST and its look-alikes (IDX files) -------------------------------------------------------------
