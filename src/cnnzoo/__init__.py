@@ -1,8 +1,33 @@
-"""cnnzoo: the classic convolutional networks, inspectable, trainable and reusable by transfer learning."""
+"""cnnzoo: the classic convolutional networks, inspectable, trainable and reusable by transfer learning.
+
+The names below are imported on first use (PEP 562), so `import cnnzoo` and the command line start without
+loading PyTorch until a command needs it; a Ctrl-C while it loads is then the CLI's to handle.
+"""
 
 from .errors import CnnzooError
-from .models import count_params, create_model, list_models, model_info
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnzooError", "__version__", "count_params", "create_model", "list_models", "model_info"]
+__all__ = ["CnnzooError", "__version__", "count_params", "create_model", "list_models", "load", "model_info"]
+
+_LAZY = {
+    "count_params": "cnnzoo.models",
+    "create_model": "cnnzoo.models",
+    "list_models": "cnnzoo.models",
+    "model_info": "cnnzoo.models",
+    "load": "cnnzoo.inference",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

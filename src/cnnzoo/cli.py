@@ -1,6 +1,7 @@
 """The `cnnzoo` command line: each subcommand parses, calls one library function, prints.
 
-A `CnnzooError` (bad input) becomes one line on stderr and exit status 2, never a traceback.
+A `CnnzooError` (bad input) becomes one line on stderr and exit status 2, never a traceback. The training
+flags are generated from `TrainConfig`'s fields (name, type, choices, help): one list, in the library.
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from dataclasses import fields, replace
 
 from .errors import CnnzooError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_train_options", "train_overrides"]
 
 
 def positive_int(text: str) -> int:
@@ -33,21 +34,9 @@ def _print_json(obj) -> None:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models, model_info
-    from .models._registry import param_count_on_meta
+    from .models._registry import model_table
 
-    rows = []
-    for name in list_models(args.pattern):
-        info = model_info(name)
-        row = {"name": name, "family": info.family, "params": param_count_on_meta(name),
-               "input_size": info.input_size, "min_size": info.min_size, "paper": info.paper}  # fmt: skip
-        if (
-            info.family == "inception"
-        ):  # the papers' and torchvision's counts differ in whether aux heads count
-            row["params_without_aux"] = param_count_on_meta(name, aux_logits=False)
-        rows.append(row)
-    if not rows:
-        raise CnnzooError(f"no model matches {args.pattern!r} (see `cnnzoo models`)")
+    rows = model_table(args.pattern)
     if args.json:
         _print_json(rows)
         return 0
@@ -65,16 +54,15 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .models import create_model, model_info
-    from .models._registry import check_input_size
-    from .summary import format_summary, summarize, summary_to_dict
+    from .summary import format_summary, summarize_model, summary_to_dict
 
-    info = model_info(args.name)
-    size = args.input_size or info.input_size
-    check_input_size(args.name, size)
-    in_chans = args.in_chans or info.in_chans
-    model = create_model(args.name, num_classes=args.num_classes, in_chans=in_chans)
-    result = summarize(model, (in_chans, size, size), depth=args.depth)
+    result = summarize_model(
+        args.name,
+        input_size=args.input_size,
+        in_chans=args.in_chans,
+        num_classes=args.num_classes,
+        depth=args.depth,
+    )
     if args.json:
         _print_json(summary_to_dict(result))
     else:
@@ -86,18 +74,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import load_dataset
-    from .data.sources import describe_dataset, list_datasets
+    from .data.sources import dataset_facts, describe_dataset, list_datasets
 
     if not args.name:
         for name in [*list_datasets(), "folder:PATH"]:
             print(f"{name:<16} {describe_dataset(name)}")
         return 0
-    splits = load_dataset(args.name, data_dir=args.data_dir, download=args.download)
-    info = splits.info
-    facts = {"name": info.name, "classes": list(info.classes), "image_size": info.image_size,
-             "channels": info.channels, "mean": list(info.mean), "std": list(info.std), "flip": info.flip,
-             "train": len(splits.train), "test": len(splits.test), "source": info.source}  # fmt: skip
+    facts = dataset_facts(args.name, data_dir=args.data_dir, download=args.download)
     if args.json:
         _print_json(facts)
         return 0
@@ -107,119 +90,80 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def add_train_options(p: argparse.ArgumentParser) -> None:
+def add_train_options(p: argparse.ArgumentParser, *, lr_range: bool = False) -> None:
+    """One flag per `TrainConfig` field marked for the command line; None means "the recipe's default"."""
+    from .engine.config import TrainConfig
+
     g = p.add_argument_group("training (defaults depend on the model and dataset: see README)")
-    g.add_argument("--epochs", type=positive_int)
-    g.add_argument("--batch-size", type=positive_int)
-    g.add_argument("--optimizer", choices=["sgd", "adamw"])
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["onecycle", "cosine", "step", "constant"])
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--step-size", type=positive_int, help="epochs between x0.1 decays (--schedule step)")
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 = off)")
-    g.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999 (0 = off)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    g.add_argument("--channels-last", action="store_true", default=None)
-    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--augment", help='e.g. "crop=2,flip,affine,cutout=8" or "none"')
-    g.add_argument("--image-size", type=positive_int, help="resize the data once to this side")
-    g.add_argument("--tta", action="store_true", default=None, help="evaluate with flipped copies too")
-    g.add_argument(
-        "--eval-every", type=positive_int, help="evaluate the test split every N epochs (default 1)"
-    )
-    g.add_argument("--data-dir", help="where the dataset's files are")
-    g.add_argument("--strict", action="store_true", default=None, help="folders: stop on a corrupt image")
-    g.add_argument(
-        "--download", action="store_true", default=None, help="fetch kmnist/cifar10/cifar100 if missing"
-    )
-    g.add_argument("--train-subset", type=positive_int, help="train on the first N shuffled images only")
-
-
-_TRAIN_FIELDS = (
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "warmup_epochs",
-    "step_size",
-    "label_smoothing",
-    "grad_clip",
-    "ema",
-    "precision",
-    "channels_last",
-    "compile",
-    "device",
-    "seed",
-    "augment",
-    "image_size",
-    "tta",
-    "eval_every",
-    "data_dir",
-    "download",
-    "strict",
-    "train_subset",
-)
+    kinds = {"int": int, "float": float, "str": str}
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+        elif f.name == "lr" and lr_range:  # fine-tuning: a range spreads rates from stem to head
+            g.add_argument(flag, type=str, help='rate, or a range "LO:HI" spread from stem to head')
+        else:
+            kind = positive_int if meta.get("positive") else kinds[f.type]
+            g.add_argument(flag, type=kind, choices=meta.get("choices"), help=meta["help"])
 
 
 def train_overrides(args) -> dict:
-    return {k: getattr(args, k, None) for k in _TRAIN_FIELDS}
+    """The training flags given on the command line, as `TrainConfig` keywords."""
+    from .engine.config import TrainConfig
+
+    return {f.name: getattr(args, f.name, None) for f in fields(TrainConfig) if f.metadata.get("cli")}
 
 
 def cmd_train(args) -> int:
-    from .engine import default_config, train
+    from .engine import train
+    from .engine.config import default_config, load_config
 
     if args.resume:
         result = train(None, resume=args.resume, quiet=args.quiet)
     else:
-        if not args.model:
-            raise CnnzooError("name a model to train (e.g. `cnnzoo train lenet5`), or --resume RUN")
-        cfg = default_config(args.model, args.data, **train_overrides(args))
+        overrides = train_overrides(args)
+        if args.config:  # a recorded run's configuration, with the flags given on top
+            cfg = load_config(args.config)
+            changes = {k: v for k, v in overrides.items() if v is not None}
+            if args.model:
+                changes["model"] = args.model
+            if args.data:
+                changes["data"] = args.data
+            cfg = replace(cfg, **changes)
+        elif not args.model:
+            raise CnnzooError(
+                "name a model to train (e.g. `cnnzoo train lenet5`), --config FILE or --resume RUN"
+            )
+        else:
+            cfg = default_config(args.model, args.data or "mnist", **overrides)
         result = train(cfg, run_dir=args.out, quiet=args.quiet)
     if result.interrupted:
         return 130
-    print(
-        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {result.epochs_run} epochs "
-        f"in {result.seconds:.1f} s; run folder {result.run_dir}"
-    )
+    if result.is_main:  # under torchrun, rank 0 speaks for all
+        print(
+            f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {result.epochs_run} epochs "
+            f"in {result.seconds:.1f} s; run folder {result.run_dir}"
+        )
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset
-    from .engine import evaluate_model, load_checkpoint
-    from .engine.evaluate import format_confusion, plot_confusion
-    from .engine.train import make_loaders, resolve_device
+    from pathlib import Path
 
-    device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, device)
-    splits = load_dataset(args.data, data_dir=args.data_dir)
-    check_classes_match(ckpt.meta, splits.info)
-    meta = ckpt.meta
-    _, test = make_loaders(
-        splits,
-        batch_size=256,
-        image_size=meta["image_size"],
-        channels=meta["in_chans"],
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment="none",
-        device=device,
-        seed=0,
+    from .engine.evaluate import evaluate_checkpoint, format_confusion, plot_confusion
+
+    metrics, ckpt = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        precision=args.precision,
+        tta=args.tta,
     )
-    metrics = evaluate_model(ckpt.model, test, tta=args.tta, num_classes=len(ckpt.classes))
-    png = (
-        Path(args.confusion_png)
-        if args.confusion_png
-        else ckpt.path.parent / f"confusion-{splits.info.name}.png"
-    )
+    png = Path(args.confusion_png) if args.confusion_png else ckpt.path.parent / f"confusion-{args.data}.png"
     plot_confusion(metrics["confusion"], ckpt.classes, png)
     if args.json:
         _print_json({**metrics, "classes": ckpt.classes, "confusion_png": str(png)})
@@ -239,20 +183,11 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def check_classes_match(meta: dict, info) -> None:
-    """A checkpoint evaluates only on data with its class count (channels are adapted by the loader)."""
-    if len(meta["classes"]) != info.num_classes:
-        raise CnnzooError(
-            f"the checkpoint has {len(meta['classes'])} classes but {info.name} has {info.num_classes}: "
-            "evaluate it on the dataset it was trained for"
-        )
-
-
 def cmd_predict(args) -> int:
-    from .engine import load_checkpoint, predict_images
+    from .inference import load
 
-    ckpt = load_checkpoint(args.checkpoint)
-    results = predict_images(ckpt.model, ckpt.meta, args.images, top_k=args.top_k)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    results = predictor.predict(args.images, top_k=args.top_k)
     if args.json:
         _print_json(results)
         return 0
@@ -261,40 +196,104 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# --- transfer learning ------------------------------------------------------------------------
+
+
+def cmd_finetune(args) -> int:
+    from .transfer.finetune import FinetuneConfig, finetune, finetune_train_config
+    from .transfer.freeze import parse_lr
+
+    lr = parse_lr(args.lr) if args.lr is not None else None
+    overrides = train_overrides(args)
+    overrides["lr"] = lr if isinstance(lr, float) else (lr[1] if lr else None)
+    cfg = finetune_train_config(args.data, args.model, **overrides)
+    ft = FinetuneConfig(
+        source=args.source,
+        strategy=args.strategy,
+        model=args.model,
+        lr_range=lr if isinstance(lr, tuple) else None,
+        layer_decay=args.layer_decay,
+        head_epochs=args.head_epochs,
+        train_bn=args.train_bn,
+        cache_flip=args.cache_flip,
+        samples_per_class=args.samples_per_class or 0,
+    )
+    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet)
+    print(
+        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
+        f"in {result.seconds:.1f} s; run folder {result.run_dir}"
+    )
+    return 0
+
+
+def cmd_advise(args) -> int:
+    from .data import load_dataset
+    from .transfer.advise import advise
+
+    splits = load_dataset(args.data, data_dir=args.data_dir)
+    advice = advise(args.source, splits, model=args.model, device=args.device, seed=args.seed)
+    if args.json:
+        _print_json(advice.to_dict())
+    else:
+        print(advice.describe())
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .studies import get_study
+
+    study = get_study(args.name)
+    out = args.out or study.default_out
+    if args.report_only:
+        print(f"report written: {study.report(out)}")
+        return 0
+    path = study.run(out, quick=args.quick, seeds=args.seeds, device=args.device)
+    print(f"report written: {path}")
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+PRECISION_HELP = "arithmetic of inference: fp32, bf16, fp16 or auto (default: what the run evaluated with)"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .studies import get_study, list_studies
+
     parser = argparse.ArgumentParser(prog="cnnzoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("models", help="list the models: family, parameters, input sizes, paper")
-    p.add_argument("pattern", nargs="?", default="*", help='shell pattern, e.g. "resnet*"')
-    p.add_argument("--json", action="store_true")
+    p.add_argument("pattern", nargs="?", default="*", help='shell pattern, e.g. "resnet*" (default: all)')
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="layer-by-layer table: shapes, parameters, MACs, receptive fields")
-    p.add_argument("name")
+    p.add_argument("name", help="a model name (see `cnnzoo models`)")
     p.add_argument("--input-size", type=positive_int, help="side of the square input (default: the paper's)")
-    p.add_argument("--in-chans", type=positive_int)
-    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--in-chans", type=positive_int, help="input channels (default: the model's)")
+    p.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: the model's)")
     p.add_argument("--depth", type=positive_int, help="collapse modules nested deeper than this")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser(
         "datasets", help="list the datasets, or show one's classes, size, channels and statistics"
     )
     p.add_argument("name", nargs="?", help="a dataset to describe (loads it)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--download", action="store_true", help="fetch kmnist/cifar10/cifar100 if missing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("train", help="train a model from scratch on a dataset")
-    p.add_argument("model", nargs="?")
-    p.add_argument("--data", default="mnist", help="dataset name or folder:PATH (default mnist)")
+    p.add_argument("model", nargs="?", help="a model name (see `cnnzoo models`)")
+    p.add_argument("--data", help="dataset name or folder:PATH (default mnist)")
+    p.add_argument(
+        "--config", help="re-run a recorded configuration (a run's config.json); flags override it"
+    )
     p.add_argument("--out", help="run folder (default runs/MODEL-DATA-TIME)")
     p.add_argument("--resume", help="continue the run in this folder where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -305,37 +304,85 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="accuracy, top-5, per-class accuracy and confusion matrix of a checkpoint"
     )
     p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
-    p.add_argument("--data", default="mnist")
-    p.add_argument("--data-dir")
+    p.add_argument("--data", default="mnist", help="dataset whose test split to use (default mnist)")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--confusion-png", help="where to write the confusion matrix plot")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top-k", type=positive_int, default=5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
-    _add_transfer_commands(sub)
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on a dataset (transfer learning)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="a cnnzoo run or checkpoint, a .pth/.pt/.safetensors weights file, or torchvision:NAME",
+    )
+    p.add_argument("--data", required=True, help="dataset name or folder:PATH")
+    p.add_argument("--strategy", default="head", help="head, last:N, full, gradual or scratch (default head)")
+    p.add_argument("--model", help="architecture of a bare weights file (guessed from its keys if omitted)")
+    p.add_argument(
+        "--layer-decay", type=float, help="full/last:N: each group's rate is the next one's times this"
+    )
+    p.add_argument(
+        "--head-epochs", type=positive_int, default=3, help="gradual: epochs of the head-only phase"
+    )
+    p.add_argument(
+        "--train-bn", action="store_true", help="let frozen BatchNorm layers adapt their statistics"
+    )
+    p.add_argument("--cache-flip", action="store_true", help="head: cache features of mirrored images too")
+    p.add_argument(
+        "--samples-per-class", type=positive_int, help="train on at most N images per class (default: all)"
+    )
+    p.add_argument("--out", help="run folder (default runs/finetune-MODEL-DATA-TIME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_train_options(p, lr_range=True)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "advise", help="recommend how far back to fine-tune, from measured data size and similarity"
+    )
+    p.add_argument("--from", dest="source", required=True, help="the pretrained source (as for finetune)")
+    p.add_argument("--data", required=True, help="the target dataset name or folder:PATH")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
+    p.add_argument("--model", help="architecture of a bare weights file (guessed from its keys if omitted)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seeds the probes (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON, with the measured figures")
+    p.set_defaults(func=cmd_advise)
+
+    names = list_studies()
+    p = sub.add_parser(
+        "study",
+        help="reproducible studies of the classic claims; each writes reports/NAME/",
+        description="\n".join(f"{n}: {get_study(n).summary}" for n in names),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=names, help="the study to run")
+    p.add_argument("--quick", action="store_true", help="a small preset that runs in a few minutes")
+    p.add_argument("--out", help="where the report goes (default reports/NAME)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per cell (default: the preset's)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--report-only", action="store_true", help="re-render the report from OUT/results.json")
+    p.set_defaults(func=cmd_study)
     return parser
 
 
-def _add_transfer_commands(sub) -> None:
-    try:
-        from .transfer.cli import add_commands
-    except ImportError:  # transfer learning not installed in this build
-        return
-    add_commands(sub, add_train_options, train_overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args) or 0
     except CnnzooError as e:
         print(f"cnnzoo: error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from cnnzoo.transfer.report import STRATEGY_ORDER, advised, advisor_score, principles, write_report
+from cnnzoo.studies.transfer_report import STRATEGY_ORDER, advised, advisor_score, principles, write_report
 
 
 def _row(n, means: dict[str, float], advice: dict) -> dict:

@@ -36,11 +36,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
 from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
+from cnnzoo.data.image import GRAY_MODES, decode_image, reason
 from cnnzoo.data.stats import channel_stats, stratified_split
 from cnnzoo.errors import CnnzooError
 
@@ -58,9 +59,6 @@ _WANTED_EXTENSIONS = {
     ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm",
     ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".qoi", ".avif", ".jp2", ".j2k", ".pcx", ".sgi", ".ras",
 }  # fmt: skip
-_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
-_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 
 T = TypeVar("T")
 
@@ -217,50 +215,14 @@ def _read_header(path: str) -> tuple[tuple[int, int], bool] | str:
     """((width, height), is_grayscale), or a message saying why the file cannot be opened."""
     try:
         with Image.open(path) as im:
-            return im.size, im.mode in _GRAY_MODES
+            return im.size, im.mode in GRAY_MODES
     except Exception as e:  # UnidentifiedImageError, OSError, DecompressionBombError, SyntaxError...
-        return _reason(e, path)
-
-
-def _reason(error: Exception, path: str) -> str:
-    """Why a file failed, without the path that Pillow often repeats in its message."""
-    return str(error).replace(f"'{path}'", "").replace(path, "").strip(" :") or type(error).__name__
+        return reason(e, path)
 
 
 def _decode(path: str, size: int, channels: int) -> np.ndarray:
-    """Decode one file to a (channels, size, size) uint8 array."""
-    with Image.open(path) as im:
-        if im.format == "JPEG":
-            im.draft(im.mode, (size, size))  # let libjpeg decode at a reduced scale, still >= size
-        im = ImageOps.exif_transpose(im)
-        im = _to_l_or_rgb(im)
-        w, h = im.size
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-        # crop first: resize(box=...) would blend in pixels from outside the box at its edges
-        im = im.crop(box).resize((size, size), _BILINEAR)  # antialiased when shrinking
-        array = np.asarray(im)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, H, W)
-    if array.shape[0] != channels:
-        array = np.repeat(array, channels, axis=0)
-    return np.array(array, order="C")  # a writable copy: np.asarray(image) is read-only
-
-
-def _to_l_or_rgb(im: Image.Image) -> Image.Image:
-    mode = im.mode
-    if mode in ("L", "RGB"):
-        return im
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit (or 32-bit int) gray: assume the 16-bit range and scale to 8 bits, rounding
-        wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-    if mode in ("1", "F"):
-        return im.convert("L")  # F is clipped to 0..255
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("L" if mode in _GRAY_MODES else "RGB")
-    return im.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV...
+    """Decode one file to a (channels, size, size) uint8 array (the decoder `cnnzoo predict` uses too)."""
+    return decode_image(path, size, channels)
 
 
 def _decode_all(
@@ -273,7 +235,7 @@ def _decode_all(
         try:
             images[i] = torch.from_numpy(_decode(items[i][0], size, channels))
         except Exception as e:
-            return _reason(e, items[i][0])
+            return reason(e, items[i][0])
         return None
 
     errors = _parallel(fill, list(range(len(items))), workers, "decoding" if progress else None)

@@ -28,10 +28,11 @@ from torch import Tensor
 
 from cnnzoo.data.augment import AugmentConfig, augment_batch
 from cnnzoo.data.base import ArrayDataset
+from cnnzoo.data.normalize import Normalize
 from cnnzoo.data.stats import channel_stats
 from cnnzoo.errors import CnnzooError
 
-__all__ = ["InMemoryLoader", "LUMA", "prepare_images"]
+__all__ = ["BatchLoader", "InMemoryLoader", "LUMA", "prepare_images"]
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, what PIL's convert("L") uses
 _CHUNK = 4096  # images resized per step when preparing, to bound the float copy's memory
@@ -74,88 +75,69 @@ def prepare_images(images: Tensor, size: int | None, channels: int | None, resiz
     return torch.cat(out)
 
 
-class InMemoryLoader:
-    """Iterate `(x, y)` batches of an `ArrayDataset` held on `device`: x float32 (B, C, H, W) normalised,
-    y int64 (B,).
+class BatchLoader:
+    """What every cnnzoo loader shares: the order of an epoch, sharding across ranks, augmentation draws and
+    normalisation. A subclass fills `self.labels` (anything with a length) and implements `__iter__`.
 
-    image_size   resize the stored images once to this side ("bilinear", or "pad" with black borders)
+    batch_size   images per step on this rank (the engine divides the global batch by the world size)
     channels     what the model takes: 1 -> 3 repeats the gray channel (a view per batch); 3 -> 1 converts
-                 once by luminance (`LUMA`)
+                 by luminance (`LUMA`)
     mean, std    per-channel normalisation on the 0..1 scale; default the dataset's (repeated to 3
                  channels, or recomputed after a 3 -> 1 conversion). Pass a pretrained model's own values
                  when fine-tuning it.
     augment      applied to each batch before normalising (on the 0..255 scale), so borders fill with black.
                  Use it for the training loader only.
-    rank, world_size   distributed sharding; `batch_size` is per rank (see the module docstring)
+    rank, world_size   distributed sharding (see the module docstring)
     """
 
-    def __init__(
-        self,
-        data: ArrayDataset,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        image_size: int | None = None,
-        resize_mode: str = "bilinear",
-        channels: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        augment: AugmentConfig | None = None,
-        channels_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        stored = data.images.shape[1]
-        self._check_args(batch_size, rank, world_size, resize_mode, stored, channels)
-        self.info = data.info
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.device = torch.device(device)
-        self.augment = augment if augment is not None and augment.enabled else None
-        self.channels_last = channels_last
-        self.epoch = 0
-        # 1. once: to the device, resized, 3 -> 1 converted (all still uint8)
-        self.images = prepare_images(data.images.to(self.device), image_size, channels, resize_mode)
-        self.labels = data.labels.to(self.device, torch.int64)
-        self.channels = channels or stored
-        self._expand = self.channels == 3 and self.images.shape[1] == 1
-        self._set_normalisation(*self._stats(mean, std, converted=self.channels == 1 and stored == 3))
+    labels: Sequence | Tensor
 
-    @staticmethod
-    def _check_args(batch_size, rank, world_size, resize_mode, stored, channels) -> None:
+    def _setup(
+        self,
+        *,
+        stored_channels: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        device: str | torch.device,
+        resize_mode: str,
+        channels: int | None,
+        augment: AugmentConfig | None,
+        channels_last: bool,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        """The settings every loader checks and keeps; call first in `__init__`."""
         if batch_size < 1:
             raise CnnzooError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise CnnzooError(f"rank must be in [0, world_size), got rank={rank} world_size={world_size}")
         if resize_mode not in ("bilinear", "pad"):
             raise CnnzooError(f"resize_mode must be 'bilinear' or 'pad', got {resize_mode!r}")
+        stored = stored_channels
         if channels is not None and channels != stored and (stored, channels) not in ((1, 3), (3, 1)):
             raise CnnzooError(f"cannot adapt {stored}-channel images to {channels} channels (only 1<->3)")
-
-    def _set_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        # normalisation folded into one multiply-add on the 0..255 scale: x * scale + shift
-        self.mean, self.std = mean, std
-        scale = [1.0 / (255.0 * s) for s in std]
-        shift = [-m / s for m, s in zip(mean, std, strict=True)]
-        if (
-            len(set(scale)) == 1 and len(set(shift)) == 1
-        ):  # one value for all channels: plain floats are faster
-            self._scale, self._shift = scale[0], shift[0]
-        else:
-            self._scale = torch.tensor(scale, device=self.device).view(1, -1, 1, 1)
-            self._shift = torch.tensor(shift, device=self.device).view(1, -1, 1, 1)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.device = torch.device(device)
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.channels_last = channels_last
+        self.resize_mode = resize_mode
+        self.epoch = 0
+        self.channels = channels or stored
+        self._expand = self.channels == 3 and stored == 1  # 1 -> 3 is a view per batch
+        self._converted = self.channels == 1 and stored == 3  # the dataset's RGB statistics do not apply
         cfg = self.augment
         self._exact_on_uint8 = cfg is not None and not (cfg.affine or cfg.resized_crop)
 
-    def _stats(self, mean, std, converted: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def _set_normalisation(self, mean, std, dataset_stats: tuple | None) -> None:
+        """Check and keep mean/std (the dataset's when not given) as one multiply-add (`Normalize`)."""
         if mean is None or std is None:
-            if converted:  # the dataset's RGB statistics do not apply to its gray version
-                mean, std = channel_stats(self.images.cpu())
-            mean = self.info.mean if mean is None else mean
-            std = self.info.std if std is None else std
+            if dataset_stats is None:
+                raise CnnzooError("mean and std are needed: the dataset has no statistics of its own")
+            mean = dataset_stats[0] if mean is None else mean
+            std = dataset_stats[1] if std is None else std
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         if len(mean) == 1 and self.channels == 3:
             mean, std = mean * 3, std * 3
@@ -163,13 +145,10 @@ class InMemoryLoader:
             raise CnnzooError(f"mean and std need {self.channels} values, got {len(mean)} and {len(std)}")
         if min(std) <= 0:
             raise CnnzooError(f"std must be positive, got {std}")
-        return mean, std
+        self.mean, self.std = mean, std
+        self.normalize = Normalize(mean, std, self.device)
 
     # --- size ---------------------------------------------------------------------------------------------
-
-    @property
-    def image_size(self) -> int:
-        return self.images.shape[-1]
 
     @property
     def global_batch_size(self) -> int:
@@ -195,6 +174,12 @@ class InMemoryLoader:
         """Use epoch `epoch`'s order (and augmentation draws) on the next iteration."""
         self.epoch = epoch
 
+    def _next_epoch(self) -> int:
+        """The epoch an iteration starting now reads; the one after moves on unless `set_epoch` says otherwise."""
+        epoch = self.epoch
+        self.epoch += 1
+        return epoch
+
     def order(self, epoch: int | None = None) -> Tensor:
         """All sample indices of an epoch, in the order the global batches take them (on the CPU)."""
         epoch = self.epoch if epoch is None else epoch
@@ -210,25 +195,13 @@ class InMemoryLoader:
             for i in range(self._global_batches())
         ]
 
-    # --- iteration --------------------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1  # the next iteration moves on unless set_epoch says otherwise
-        order = self.order(epoch).to(self.device)
-        gen = self._augment_generator(epoch)
-        for index in self._batch_indices(order):
-            yield self._batch(index, gen)
-
     def _augment_generator(self, epoch: int) -> torch.Generator | None:
         """The random numbers of epoch `epoch`'s augmentation on this rank (None without augmentation)."""
         if self.augment is None:
             return None
         return torch.Generator(self.device).manual_seed(_mix(self.seed, epoch, self.rank, 1))
 
-    def _batch(self, index: Tensor, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        x = self.images.index_select(0, index)  # (B, C, H, W) uint8; index_select beats x[index] by ~20x
-        return self.finish_batch(x, gen), self.labels.index_select(0, index)
+    # --- one batch --------------------------------------------------------------------------------------
 
     def finish_batch(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
         """A prepared (B, C, H, W) uint8 batch on the device -> augmented (when configured), normalised float."""
@@ -237,17 +210,72 @@ class InMemoryLoader:
         x = x.float()
         if self.augment is not None and not self._exact_on_uint8:
             x = augment_batch(x, self.augment, gen)  # zero fill: the 0..255 scale does not matter
-        if self._expand:  # (x / 255 - mean) / std as one multiply-add
-            x = x.expand(-1, 3, -1, -1) * self._scale + self._shift
-        else:
-            x = x.mul_(self._scale).add_(self._shift)
+        x = self.normalize(x, expand=self._expand)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         aug = self.augment.spec() if self.augment else "none"
+        return f"batch {self.batch_size}x{self.world_size}, shuffle={self.shuffle}, augment={aug}"
+
+
+class InMemoryLoader(BatchLoader):
+    """Iterate `(x, y)` batches of an `ArrayDataset` held on `device`: x float32 (B, C, H, W) normalised,
+    y int64 (B,). `image_size` resizes the stored images once to this side ("bilinear", or "pad" with black
+    borders); the other arguments are `BatchLoader`'s.
+    """
+
+    def __init__(
+        self,
+        data: ArrayDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        image_size: int | None = None,
+        resize_mode: str = "bilinear",
+        channels: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        augment: AugmentConfig | None = None,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self._setup(
+            stored_channels=data.images.shape[1], batch_size=batch_size, shuffle=shuffle,
+            drop_last=drop_last, seed=seed, device=device, resize_mode=resize_mode, channels=channels,
+            augment=augment, channels_last=channels_last, rank=rank, world_size=world_size,
+        )  # fmt: skip
+        self.info = data.info
+        # once: to the device, resized, 3 -> 1 converted (all still uint8)
+        self.images = prepare_images(data.images.to(self.device), image_size, channels, resize_mode)
+        self.labels = data.labels.to(self.device, torch.int64)
+        stats = None
+        if mean is None or std is None:
+            stats = channel_stats(self.images.cpu()) if self._converted else (self.info.mean, self.info.std)
+        self._set_normalisation(mean, std, stats)
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch = self._next_epoch()
+        order = self.order(epoch).to(self.device)
+        gen = self._augment_generator(epoch)
+        for index in self._batch_indices(order):
+            yield self._batch(index, gen)
+
+    def _batch(self, index: Tensor, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        x = self.images.index_select(0, index)  # (B, C, H, W) uint8; index_select beats x[index] by ~20x
+        return self.finish_batch(x, gen), self.labels.index_select(0, index)
+
+    def __repr__(self) -> str:
         return (
             f"InMemoryLoader({self.info.name}, {len(self.labels)} images {tuple(self.images.shape[1:])} on "
-            f"{self.device}, batch {self.batch_size}x{self.world_size}, shuffle={self.shuffle}, augment={aug})"
+            f"{self.device}, {self._describe()})"
         )

@@ -40,7 +40,15 @@ from cnnzoo.data.idx import read_idx
 from cnnzoo.data.stats import channel_stats, stratified_split
 from cnnzoo.errors import CnnzooError
 
-__all__ = ["load_dataset", "list_datasets", "describe_dataset", "cache_dir", "download_file", "parse_cifar"]
+__all__ = [
+    "load_dataset",
+    "list_datasets",
+    "describe_dataset",
+    "dataset_facts",
+    "cache_dir",
+    "download_file",
+    "parse_cifar",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SYSTEM_FASHION_DIR = Path(
@@ -139,6 +147,15 @@ def describe_dataset(name: str) -> str:
     if name.startswith("folder:"):
         return "your images, one sub-folder per class (train/ and val/ or test/ optional)"
     return _entry(name).description
+
+
+def dataset_facts(name: str, *, data_dir: str | Path | None = None, download: bool = False) -> dict:
+    """`cnnzoo datasets NAME`: classes, size, channels, statistics and split sizes (loads the dataset)."""
+    splits = load_dataset(name, data_dir=data_dir, download=download)
+    info = splits.info
+    return {"name": info.name, "classes": list(info.classes), "image_size": info.image_size,
+            "channels": info.channels, "mean": list(info.mean), "std": list(info.std), "flip": info.flip,
+            "train": len(splits.train), "test": len(splits.test), "source": info.source}  # fmt: skip
 
 
 def load_dataset(

@@ -6,8 +6,8 @@ them into uint8 batches; the main process moves each batch to the device and doe
 `InMemoryLoader` does: resize (only when `image_size` differs from the stored size), 3 -> 1 by luminance,
 augmentation, 1 -> 3 repeat, normalisation, channels-last.
 
-Order, resuming and distributed sharding are `InMemoryLoader`'s, whose methods it inherits (see
-`cnnzoo.data.loader`): epoch e's permutation depends only on (seed, e), so `set_epoch(e)` reproduces it;
+Order, resuming, distributed sharding and normalising are `BatchLoader`'s, shared with `InMemoryLoader`
+(see `cnnzoo.data.loader`): epoch e's permutation depends only on (seed, e), so `set_epoch(e)` reproduces it;
 `batch_size` is per rank and rank r takes the r-th slice of each global batch; augmentation draws from
 (seed, epoch, rank). Over the same images the two loaders yield the same batches, bit for bit.
 
@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cnnzoo.data.augment import AugmentConfig
-from cnnzoo.data.loader import InMemoryLoader, prepare_images
+from cnnzoo.data.loader import BatchLoader, prepare_images
 from cnnzoo.data.stats import channel_stats
 from cnnzoo.errors import CnnzooError
 
@@ -35,7 +35,7 @@ __all__ = ["StreamingLoader"]
 STATS_SAMPLE = 2000  # images decoded for mean/std when they are not given and the dataset has none
 
 
-class StreamingLoader(InMemoryLoader):
+class StreamingLoader(BatchLoader):
     """Iterate `(x, y)` batches of images decoded from disk by `num_workers` processes: x float32
     (B, C, H, W) normalised, y int64 (B,), both on `device`.
 
@@ -72,28 +72,23 @@ class StreamingLoader(InMemoryLoader):
         else:
             first = data[0][0]
             stored, stored_size = first.shape[0], first.shape[-1]
-        self._check_args(batch_size, rank, world_size, resize_mode, stored, channels)
+        self._setup(
+            stored_channels=stored, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+            device=device, resize_mode=resize_mode, channels=channels, augment=augment,
+            channels_last=channels_last, rank=rank, world_size=world_size,
+        )  # fmt: skip
         if resize_mode == "pad" and image_size is not None and image_size < stored_size:
             raise CnnzooError(
                 f"cannot pad {stored_size}x{stored_size} images to {image_size}x{image_size}; use resize_mode='bilinear'"
             )
         if num_workers is not None and num_workers < 0:
             raise CnnzooError(f"num_workers must be 0 or more, got {num_workers}")
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.device = torch.device(device)
-        self.augment = augment if augment is not None and augment.enabled else None
-        self.channels_last = channels_last
-        self.epoch = 0
-        self.resize_mode = resize_mode
         self._size = image_size if image_size is not None else stored_size
         # the inherited order and shard methods count samples with len(self.labels)
         self.labels = getattr(data, "labels", None)
         if self.labels is None:
             self.labels = range(len(data))
-        self.channels = channels or stored
-        self._expand = self.channels == 3 and stored == 1  # 1 -> 3 is a view per batch, as in memory
-        self._set_normalisation(*self._stats(mean, std, converted=self.channels == 1 and stored == 3))
+        self._set_normalisation(mean, std, self._dataset_stats() if mean is None or std is None else None)
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self._batches = _EpochBatches(len(self))
         self._loader = DataLoader(
@@ -109,23 +104,20 @@ class StreamingLoader(InMemoryLoader):
         # stop, and collecting the cycle would wait 5 s per worker. This way it goes right after this loader.
         weakref.finalize(self, _release, self._loader).atexit = False
 
-    def _stats(self, mean, std, converted: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        if (mean is None or std is None) and (converted or self.info is None):
-            # no statistics on hand for what the model sees: measure them on a sample
-            step = max(1, len(self.data) // STATS_SAMPLE)
-            sample = torch.stack([self.data[i][0] for i in range(0, len(self.data), step)[:STATS_SAMPLE]])
-            measured = channel_stats(prepare_images(sample, self._size, self.channels, self.resize_mode))
-            mean = measured[0] if mean is None else mean
-            std = measured[1] if std is None else std
-        return super()._stats(mean, std, converted=False)
+    def _dataset_stats(self) -> tuple:
+        if self.info is not None and not self._converted:
+            return self.info.mean, self.info.std
+        # no statistics on hand for what the model sees: measure them on a spread sample
+        step = max(1, len(self.data) // STATS_SAMPLE)
+        sample = torch.stack([self.data[i][0] for i in range(0, len(self.data), step)[:STATS_SAMPLE]])
+        return channel_stats(prepare_images(sample, self._size, self.channels, self.resize_mode))
 
     @property
     def image_size(self) -> int:
         return self._size
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1  # the next iteration moves on unless set_epoch says otherwise
+        epoch = self._next_epoch()
         self._batches.batches = [index.tolist() for index in self._batch_indices(self.order(epoch))]
         gen = self._augment_generator(epoch)
         for batch in self._loader:  # the sampler is read here, when the DataLoader starts the epoch
@@ -137,12 +129,10 @@ class StreamingLoader(InMemoryLoader):
             yield self.finish_batch(x, gen), y.to(self.device, torch.int64, non_blocking=True)
 
     def __repr__(self) -> str:
-        aug = self.augment.spec() if self.augment else "none"
         name = self.info.name if self.info is not None else type(self.data).__name__
         return (
             f"StreamingLoader({name}, {len(self.labels)} images from disk by {self.num_workers} workers to "
-            f"{self.device} as {self.channels}x{self._size}x{self._size}, batch {self.batch_size}x{self.world_size}, "
-            f"shuffle={self.shuffle}, augment={aug})"
+            f"{self.device} as {self.channels}x{self._size}x{self._size}, {self._describe()})"
         )
 
 

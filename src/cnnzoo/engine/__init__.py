@@ -1,8 +1,8 @@
-"""Training, evaluation, prediction and checkpoints."""
+"""Training, evaluation and checkpoints (prediction on images is `cnnzoo.inference`)."""
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_config
-from .evaluate import evaluate_model, predict_images
+from .evaluate import evaluate_checkpoint, evaluate_model
 from .train import TrainResult, fit, train
 
 __all__ = [
@@ -10,10 +10,10 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "default_config",
+    "evaluate_checkpoint",
     "evaluate_model",
     "fit",
     "load_checkpoint",
-    "predict_images",
     "save_checkpoint",
     "train",
 ]

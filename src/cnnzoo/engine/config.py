@@ -2,62 +2,99 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from ..errors import CnnzooError
 
-__all__ = ["TrainConfig", "default_config"]
+__all__ = ["TrainConfig", "default_config", "load_config"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def option(
+    default, help: str, *, choices: tuple[str, ...] | None = None, positive: bool = False, cli: bool = True
+):
+    """A config field that also describes its command-line flag (`cnnzoo train --help` is generated from
+    these, so a new field is a new flag with no second list to keep in step)."""
+    meta = {"help": help, "choices": choices, "positive": positive, "cli": cli}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str
-    data: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # SGD + Nesterov momentum: the classic recipe for these networks
-    lr: float = 0.05  # peak learning rate (the one-cycle maximum)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # warm up then anneal: reaches a good optimum in few epochs
-    warmup_epochs: float = 1.0
-    step_size: int = 30  # epochs between x0.1 decays, for schedule=step
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm; 0 disables
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables
-    precision: str = "auto"  # bf16 autocast where the CPU/GPU computes it natively, else fp32
-    channels_last: bool = False
-    compile: bool = False  # torch.compile: pays off on GPUs and long runs, costs start-up time
-    device: str = "auto"
-    seed: int = 0
-    augment: str = "none"  # e.g. "crop=2,affine" (see cnnzoo.data.augment.AugmentConfig.parse)
-    image_size: int = (
-        0  # resize the data once to this side; 0 = the dataset's own, at least the model's minimum
+    model: str = option("", "the architecture (cnnzoo models)", cli=False)
+    data: str = option("mnist", "dataset name or folder:PATH", cli=False)
+    epochs: int = option(10, "passes over the training data", positive=True)
+    batch_size: int = option(
+        128, "images per optimizer step, over all processes (torchrun ranks split it)", positive=True
     )
-    tta: bool = False  # evaluate with a horizontally flipped copy too
-    eval_every: int = 1  # evaluate the test split every N epochs (and always after the last)
-    data_dir: str = ""
-    strict: bool = False  # folders: a corrupt image is an error instead of a warning and a skip
-    download: bool = False  # fetch a downloadable dataset (kmnist, cifar) into the cache if missing
-    train_subset: int = 0  # use only the first N shuffled training images (quick runs and tests); 0 = all
-    model_kwargs: dict = field(default_factory=dict)
+    optimizer: str = option(
+        "sgd", "SGD with Nesterov momentum (the classic recipe) or AdamW", choices=OPTIMIZERS
+    )
+    lr: float = option(0.05, "peak learning rate (the one-cycle maximum)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "L2 penalty (decoupled for AdamW)")
+    schedule: str = option("onecycle", "learning-rate schedule, stepped every batch", choices=SCHEDULES)
+    warmup_epochs: float = option(1.0, "linear warm-up (cosine, step, constant; one-cycle has its own)")
+    step_size: int = option(30, "epochs between x0.1 decays (--schedule step)", positive=True)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing, in [0, 1)")
+    grad_clip: float = option(0.0, "max gradient norm (0 = off)")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, e.g. 0.999 (0 = off)")
+    precision: str = option(
+        "auto",
+        "training arithmetic: auto = bf16 autocast where the CPU/GPU computes it natively",
+        choices=PRECISIONS,
+    )
+    eval_precision: str = option(
+        "fp32",
+        "arithmetic of every reported test figure (evaluate and predict use the checkpoint's); fp32 by "
+        "default: inference is cheap, and the number must not depend on the CPU",
+        choices=PRECISIONS,
+    )
+    channels_last: bool = option(False, "NHWC memory layout (pays on GPUs with tensor cores)")
+    compile: bool = option(False, "torch.compile the model: pays on GPUs and long runs, costs start-up time")
+    device: str = option("auto", DEVICES)
+    seed: int = option(0, "seeds the weights, the data order and the augmentation")
+    augment: str = option("none", 'batch augmentation, e.g. "crop=2,flip,affine,cutout=8" or "none"')
+    image_size: int = option(
+        0, "resize the data once to this side (0 = the dataset's, at least the model's minimum)"
+    )
+    tta: bool = option(False, "evaluate with a horizontally flipped copy too")
+    eval_every: int = option(
+        1, "evaluate the test split every N epochs (and always after the last)", positive=True
+    )
+    data_dir: str = option("", "where the dataset's files are")
+    strict: bool = option(False, "folders: a corrupt image is an error instead of a warning and a skip")
+    download: bool = option(False, "fetch a downloadable dataset (kmnist, cifar10, cifar100) if missing")
+    train_subset: int = option(0, "train on N training images drawn at random (0 = all)", positive=True)
+    model_kwargs: dict = option({}, "keyword arguments of the model's builder", cli=False)
 
     def __post_init__(self):
         checks = [
+            (bool(self.model), "name a model to train"),
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
             (self.eval_every > 0, f"eval_every must be positive, got {self.eval_every}"),
             (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.momentum >= 0, f"momentum must be 0 or more, got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight decay must be 0 or more, got {self.weight_decay}"),
+            (self.grad_clip >= 0, f"grad clip must be 0 (off) or more, got {self.grad_clip}"),
+            (self.warmup_epochs >= 0, f"warm-up epochs must be 0 or more, got {self.warmup_epochs}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.eval_precision in PRECISIONS, f"eval precision must be one of {', '.join(PRECISIONS)}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.image_size >= 0, f"image size must be positive, got {self.image_size}"),
+            (self.train_subset >= 0, f"train subset must be positive, got {self.train_subset}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -68,8 +105,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From a run's config.json; unknown keys are ignored, a wrong type is a clear error."""
+        if not isinstance(d, dict):
+            raise CnnzooError(f"a training configuration is a JSON object, got {type(d).__name__}")
+        kinds = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}
+        values = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            kind = kinds[f.type]
+            if not isinstance(v, kind) or (f.type in ("int", "float") and isinstance(v, bool)):
+                raise CnnzooError(f"configuration field {f.name!r} should be {f.type}, got {v!r}")
+            values[f.name] = float(v) if f.type == "float" else v
+        if "model" not in values:
+            raise CnnzooError("the configuration names no model")
+        return cls(**values)
 
 
 # Recipes measured to reach their targets (README's table); anything not listed gets the generic one.
@@ -117,3 +168,22 @@ def default_config(model: str, data: str, **overrides) -> TrainConfig:
     }
     cfg = TrainConfig(model=model, data=data, **base)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A run's recorded config.json (or the run folder holding it), checked field by field."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CnnzooError(f"no configuration at {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnzooError(f"cannot read {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CnnzooError(f"{path} is not valid JSON ({e})") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except CnnzooError as e:
+        raise CnnzooError(f"{path}: {e}") from None

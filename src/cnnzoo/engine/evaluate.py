@@ -1,4 +1,10 @@
-"""Evaluation (accuracy, top-5, per-class accuracy, confusion matrix) and prediction on image files."""
+"""Evaluation: accuracy, top-5, per-class accuracy and the confusion matrix of a model on a test split.
+
+Every reported test figure is computed the same way: batches of `EVAL_BATCH` images in order, normalised by
+`cnnzoo.data.normalize.Normalize`, in the run's evaluation precision (fp32 unless asked otherwise, whatever
+the training precision). So `cnnzoo evaluate RUN` prints, to the image, what the run wrote into
+metrics.jsonl, and `cnnzoo predict` (cnnzoo.inference) gives the same answer on the same pictures.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnzooError
+from .checkpoint import Checkpoint, load_checkpoint
 
-__all__ = ["evaluate_model", "predict_images", "plot_confusion", "format_confusion"]
+__all__ = ["EVAL_BATCH", "evaluate_model", "evaluate_checkpoint", "plot_confusion", "format_confusion"]
+
+EVAL_BATCH = 256  # images per evaluation step, in training, `evaluate` and `predict` alike
 
 
 @torch.no_grad()
@@ -60,6 +69,55 @@ def evaluate_model(
     }
 
 
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    tta: bool = False,
+) -> tuple[dict, Checkpoint]:
+    """Metrics of a run or checkpoint on `data`'s test split, prepared exactly as the run prepared it.
+
+    `precision` defaults to the one the run evaluated with (recorded in the checkpoint; fp32 for older runs).
+    """
+    from ..data import load_dataset
+    from .train import autocast_dtype, make_loaders, resolve_device
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, dev)
+    splits = load_dataset(data, data_dir=data_dir)
+    check_classes_match(ckpt.meta, splits.info)
+    meta = ckpt.meta
+    _, test = make_loaders(
+        splits,
+        batch_size=EVAL_BATCH,
+        image_size=meta["image_size"],
+        channels=meta["in_chans"],
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        augment="none",
+        device=dev,
+        seed=0,
+        channels_last=bool(meta.get("channels_last", False)),
+    )
+    if meta.get("channels_last"):
+        ckpt.model.to(memory_format=torch.channels_last)
+    amp = autocast_dtype(precision or meta.get("eval_precision", "fp32"), dev)
+    metrics = evaluate_model(ckpt.model, test, amp=amp, tta=tta, num_classes=len(ckpt.classes))
+    return metrics, ckpt
+
+
+def check_classes_match(meta: dict, info) -> None:
+    """A checkpoint evaluates only on data with its class count (channels are adapted by the loader)."""
+    if len(meta["classes"]) != info.num_classes:
+        raise CnnzooError(
+            f"the checkpoint has {len(meta['classes'])} classes but {info.name} has {info.num_classes}: "
+            "evaluate it on the dataset it was trained for"
+        )
+
+
 def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
     """The confusion matrix as text: rows are true classes, columns predictions."""
     names = [str(c)[:6] for c in classes]
@@ -91,48 +149,3 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
-
-
-def load_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
-    """An image file as (channels, size, size) uint8; a clear error for unreadable files."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
-            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-    except FileNotFoundError:
-        raise CnnzooError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CnnzooError(f"{path}: not a readable image ({e})") from None
-    t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    return t.view(size, size, channels).permute(2, 0, 1)
-
-
-@torch.no_grad()
-def predict_images(model: nn.Module, meta: dict, paths: list[str], top_k: int = 5) -> list[dict]:
-    """Top-k classes with probabilities for each image file, preprocessed as the checkpoint says."""
-    size, channels = meta["image_size"], meta["in_chans"]
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
-    batch = torch.stack([load_image(p, size, channels) for p in paths]).float() / 255
-    device = next(model.parameters()).device
-    probs = model.eval()(((batch - mean) / std).to(device)).float().softmax(1).cpu()
-    k = min(top_k, probs.shape[1])
-    results = []
-    for path, p in zip(paths, probs, strict=True):
-        top = p.topk(k)
-        results.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"class": meta["classes"][i], "probability": round(v, 6)}
-                    for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                ],
-            }
-        )
-    return results

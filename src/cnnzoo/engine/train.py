@@ -27,7 +27,7 @@ from .checkpoint import load_state_dict_checked, load_training_state, read_meta,
 from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
 from .distributed import DistEnv, cleanup_distributed, setup_distributed
-from .evaluate import evaluate_model
+from .evaluate import EVAL_BATCH, evaluate_model
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves
 
@@ -86,7 +86,12 @@ def make_loaders(
     channels_last: bool = False,
     dist_env: DistEnv | None = None,
 ):
-    """Train loader (shuffled, augmented, sharded across ranks) and test loader (in order, whole set)."""
+    """Train loader (shuffled, augmented, sharded across ranks) and test loader (in order, whole set).
+
+    `batch_size` is the global batch: under torchrun each of N ranks takes `batch_size / N` of every step's
+    images, so N processes take the same steps on the same batches as one process would (and the recipe's
+    learning rate stays right). A batch that N does not divide is rounded up to a multiple of N.
+    """
     from ..data.augment import AugmentConfig
     from ..data.base import ArrayDataset
     from ..data.loader import InMemoryLoader
@@ -96,10 +101,11 @@ def make_loaders(
         return (InMemoryLoader if isinstance(data, ArrayDataset) else StreamingLoader)(data, *args, **kwargs)
 
     dist_env = dist_env or DistEnv()
+    per_rank = -(-batch_size // dist_env.world_size)
     common = dict(image_size=image_size, channels=channels, mean=mean, std=std, device=device)
     train = loader_for(
         splits.train,
-        batch_size,
+        per_rank,
         shuffle=True,
         seed=seed,
         augment=AugmentConfig.parse(augment),
@@ -108,7 +114,7 @@ def make_loaders(
         world_size=dist_env.world_size,
         **common,
     )
-    test = loader_for(splits.test, max(256, batch_size), shuffle=False, **common)
+    test = loader_for(splits.test, EVAL_BATCH, shuffle=False, channels_last=channels_last, **common)
     return train, test
 
 
@@ -136,6 +142,7 @@ class TrainResult:
     seconds: float
     history: list[dict]
     interrupted: bool = False
+    is_main: bool = True  # False on torchrun ranks other than 0, which print nothing
 
 
 def _resolve_image_size(cfg: TrainConfig, info: DatasetInfo) -> int:
@@ -206,6 +213,13 @@ def train(
                 f"{cfg.model} ({count_params(model):,} params) on {cfg.data}: {len(splits.train):,} train / "
                 f"{len(splits.test):,} test images, {image_size}x{image_size}, device {device}, run {ctx.run_dir}"
             )
+            if dist_env.enabled:
+                per_rank = loaders[0].batch_size
+                print(
+                    f"distributed: {dist_env.world_size} ranks x {per_rank} images = global batch "
+                    f"{per_rank * dist_env.world_size} (--batch-size {cfg.batch_size}); learning rate kept at "
+                    f"{cfg.lr:g}, as for one process with that batch"
+                )
         return fit(model, loaders, cfg, ctx, device=device, resume=resume)
     finally:
         cleanup_distributed()
@@ -255,7 +269,7 @@ def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def _resume_config(resume: str | Path) -> tuple[TrainConfig, Path]:
-    import json
+    from .config import load_config
 
     run_dir = Path(resume)
     if run_dir.suffix == ".safetensors":
@@ -264,7 +278,7 @@ def _resume_config(resume: str | Path) -> tuple[TrainConfig, Path]:
         raise CnnzooError(f"cannot resume {resume}: no run there (expected {run_dir / 'config.json'})")
     if not (run_dir / "last.safetensors").exists():
         raise CnnzooError(f"cannot resume {resume}: the run has no last checkpoint yet")
-    return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())), run_dir
+    return load_config(run_dir / "config.json"), run_dir
 
 
 def fit(
@@ -292,6 +306,9 @@ def fit(
     log.truncate_after(state.epoch)
     net = _wrap(model, cfg, ctx.dist_env, device)
     amp = autocast_dtype(cfg.precision, device)
+    eval_amp = autocast_dtype(cfg.eval_precision, device)
+    # how every reported figure was computed, so `evaluate` and `predict` reproduce it exactly
+    ctx.meta = {**ctx.meta, "eval_precision": precision_name(eval_amp), "channels_last": cfg.channels_last}
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start = time.perf_counter()
     history = log.records()
@@ -304,8 +321,12 @@ def fit(
             state.epoch, state.batch = state.epoch + 1, 0
             record = {"epoch": state.epoch, **train_stats, "lr": optimizer.param_groups[-1]["lr"]}
             if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-                metrics = evaluate_model(eval_model, test_loader, amp=amp, tta=cfg.tta)
-                record.update(test_loss=metrics["loss"], test_acc=metrics["accuracy"])
+                metrics = evaluate_model(eval_model, test_loader, amp=eval_amp, tta=cfg.tta)
+                record.update(
+                    test_loss=metrics["loss"],
+                    test_acc=metrics["accuracy"],
+                    eval_precision=precision_name(eval_amp),
+                )
                 state.best_acc = max(state.best_acc, metrics["accuracy"])
             record["time"] = round(time.perf_counter() - start, 2)
             history.append(record)
@@ -330,19 +351,25 @@ def fit(
                 f"\ninterrupted at epoch {state.epoch + 1}, batch {state.batch}: saved {ctx.run_dir / 'last.safetensors'}; "
                 f"continue with: cnnzoo train --resume {ctx.run_dir}"
             )
-        return TrainResult(
-            ctx.run_dir,
-            state.best_acc,
-            history[-1].get("test_acc", 0.0) if history else 0.0,
-            state.epoch,
-            time.perf_counter() - start,
-            history,
-            interrupted=True,
-        )
+        return _result(ctx, state, history, start, interrupted=True)
     if ctx.writes:
         plot_curves(history, ctx.run_dir)
+    return _result(ctx, state, history, start)
+
+
+def _result(
+    ctx: RunContext, state, history: list[dict], start: float, interrupted: bool = False
+) -> TrainResult:
     final = history[-1].get("test_acc", 0.0) if history else 0.0
-    return TrainResult(ctx.run_dir, state.best_acc, final, state.epoch, time.perf_counter() - start, history)
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        ctx.run_dir, state.best_acc, final, state.epoch, seconds, history, interrupted, ctx.dist_env.is_main
+    )
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a figure was computed, as written into metrics.jsonl: fp32, bf16 or fp16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 @dataclass
@@ -381,7 +408,10 @@ def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg
         model.train_frozen_bn_eval()
     loader.set_epoch(state.epoch)
     device = next(model.parameters()).device
+    # Running sums stay on the device and are read only when the progress bar refreshes: reading a GPU
+    # value is a CPU-GPU sync point, and one per step would stall the pipeline.
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step whose loss was not finite
     start, skip = time.perf_counter(), state.batch
     bar = tqdm(
         total=len(loader),
@@ -397,11 +427,8 @@ def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             out = net(x)
             loss = _loss(out, y, cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise CnnzooError(
-                f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}, "
-                f"batch {i + 1}): lower the learning rate (--lr) or enable --grad-clip"
-            )
+        bad = ~torch.isfinite(loss.detach()) & (first_bad < 0)
+        first_bad = torch.where(bad, state.step + 1, first_bad)  # recorded on the device, no sync
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -421,7 +448,8 @@ def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if i % 20 == 0 or i + 1 == len(loader):
+        if i % 20 == 0 or i + 1 == len(loader):  # the only host syncs of the loop
+            _check_finite(first_bad, state, len(loader))
             rate = seen / max(1e-9, time.perf_counter() - start)
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.4f}",
@@ -438,6 +466,16 @@ def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg
         "images_per_s": round(seen / max(1e-9, time.perf_counter() - start), 1),
         "train_time": round(time.perf_counter() - start, 3),
     }
+
+
+def _check_finite(first_bad: torch.Tensor, state: _Progress, batches_per_epoch: int) -> None:
+    step = int(first_bad.item())
+    if step >= 0:
+        epoch, batch = divmod(step - 1, batches_per_epoch)
+        raise CnnzooError(
+            f"loss became NaN or infinite at step {step} (epoch {epoch + 1}, batch {batch + 1}): "
+            "lower the learning rate (--lr) or enable --grad-clip"
+        )
 
 
 def _save_all(

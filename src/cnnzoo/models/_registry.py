@@ -17,7 +17,15 @@ from torch import nn
 
 from ..errors import CnnzooError
 
-__all__ = ["ModelInfo", "register_model", "list_models", "model_info", "create_model", "count_params"]
+__all__ = [
+    "ModelInfo",
+    "register_model",
+    "list_models",
+    "model_info",
+    "model_table",
+    "create_model",
+    "count_params",
+]
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,14 @@ def create_model(
     info = model_info(name)
     _check_positive("num_classes", num_classes)
     _check_positive("in_chans", in_chans)
-    model = info.builder(
-        num_classes=info.num_classes if num_classes is None else num_classes,
-        in_chans=info.in_chans if in_chans is None else in_chans,
-        **kwargs,
-    )
+    try:
+        model = info.builder(
+            num_classes=info.num_classes if num_classes is None else num_classes,
+            in_chans=info.in_chans if in_chans is None else in_chans,
+            **kwargs,
+        )
+    except (TypeError, ValueError) as e:  # an unknown keyword or a bad value: the user's mistake, one line
+        raise CnnzooError(f"cannot build {name}: {e}") from None
     model.model_name = name
     return model
 
@@ -116,3 +127,18 @@ def param_count_on_meta(name: str, **kwargs) -> int:
     """Count parameters without allocating memory (the model is built on the meta device)."""
     with torch.device("meta"):
         return count_params(create_model(name, **kwargs))
+
+
+def model_table(pattern: str = "*") -> list[dict]:
+    """`cnnzoo models`: one row per model matching `pattern` (parameters counted without allocating)."""
+    rows = []
+    for name in list_models(pattern):
+        info = model_info(name)
+        row = {"name": name, "family": info.family, "params": param_count_on_meta(name),
+               "input_size": info.input_size, "min_size": info.min_size, "paper": info.paper}  # fmt: skip
+        if info.family == "inception":  # the papers' and torchvision's counts differ on the aux heads
+            row["params_without_aux"] = param_count_on_meta(name, aux_logits=False)
+        rows.append(row)
+    if not rows:
+        raise CnnzooError(f"no model matches {pattern!r} (see `cnnzoo models`)")
+    return rows

@@ -41,9 +41,25 @@ from .features import extract_features, train_linear_head
 from .freeze import freeze, param_groups, parse_strategy_groups, unfreeze
 from .sources import load_source
 
-__all__ = ["FinetuneConfig", "finetune", "check_target_data", "source_loaders", "STRATEGIES"]
+__all__ = [
+    "FinetuneConfig",
+    "finetune",
+    "finetune_train_config",
+    "check_target_data",
+    "source_loaders",
+    "STRATEGIES",
+    "FINETUNE_DEFAULTS",
+]
 
 STRATEGIES = ("head", "last:N", "full", "gradual", "scratch")
+# Fine-tuning starts from trained weights: fewer epochs and gentler rates than training from scratch.
+FINETUNE_DEFAULTS = dict(epochs=10, lr=0.01, batch_size=64, augment="none")
+
+
+def finetune_train_config(data: str, model: str | None = None, **overrides) -> TrainConfig:
+    """The training settings of a fine-tuning run: `FINETUNE_DEFAULTS`, then `overrides` that are not None."""
+    settings = {**FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(model=model or "(from the source)", data=data, **settings)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ NEAR = 1.0  # points: "near-best"
 
 def advised(row: dict) -> str:
     """The advisor's pick for a row, re-derived from the figures it measured (so rule changes re-apply)."""
-    from .advise import recommend
+    from ..transfer.advise import recommend
 
     a = row["advice"]
     if "num_groups" not in a:

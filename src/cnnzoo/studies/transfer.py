@@ -8,7 +8,7 @@ Three settings, each a LeNet-5 pretrained on a source and transferred to a targe
 
 For each number of training images per class and each strategy (scratch, head, last:1, last:2, full,
 gradual), several seeds; every cell reports the mean and spread of the final test accuracy and the
-wall time. The advisor (`advise.py`) is asked for each setting and size, and its pick is compared with
+wall time. The advisor (`cnnzoo.transfer.advise`) is asked for each setting and size, and its pick is compared with
 the best measured strategy. The report (README.md, results.json, PNG plots) is written to `out`.
 """
 
@@ -28,8 +28,9 @@ from ..data.base import Splits, take_per_class
 from ..engine.config import TrainConfig
 from ..engine.train import train
 from ..errors import CnnzooError
-from .advise import advise
-from .finetune import FinetuneConfig, finetune
+from ..transfer.advise import advise
+from ..transfer.finetune import FinetuneConfig, finetune
+from ._registry import Study, register_study
 
 __all__ = ["run_transfer_study", "Setting", "PRESETS"]
 
@@ -138,7 +139,7 @@ def run_cell(
 
 def rewrite_report(out: str | Path = "reports/transfer") -> Path:
     """Re-render README.md and the plots from `results.json` (e.g. after the advisor's rules changed)."""
-    from .report import write_report
+    from .transfer_report import write_report
 
     path = Path(out) / "results.json"
     if not path.exists():
@@ -198,6 +199,17 @@ def run_transfer_study(
     results["minutes"] = round((time.perf_counter() - started) / 60, 1)
     results["preset_config"] = {k: v for k, v in asdict(preset).items() if k != "settings"}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    from .report import write_report
+    from .transfer_report import write_report
 
     return write_report(results, out)
+
+
+register_study(
+    Study(
+        name="transfer",
+        summary="does the transfer-learning folklore hold? strategies x data size x source similarity",
+        run=run_transfer_study,
+        report=rewrite_report,
+        default_out="reports/transfer",
+    )
+)

@@ -1,0 +1,136 @@
+"""`Predictor`: a model in eval mode plus the preprocessing it was trained with.
+
+Preprocessing is the training pipeline's, step for step: the one image decoder (`cnnzoo.data.image`),
+centre square resized to the checkpoint's input size, the same `Normalize` multiply-add, batches of
+`EVAL_BATCH`, the run's evaluation precision and memory layout. So a test image saved as a PNG gets the
+class `cnnzoo evaluate` counted for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.image import decode_image
+from ..data.normalize import Normalize
+from ..engine.checkpoint import load_checkpoint
+from ..engine.evaluate import EVAL_BATCH
+from ..errors import CnnzooError
+
+__all__ = ["Predictor", "load"]
+
+
+class Predictor:
+    """Call `predict(images)` with paths, encoded bytes, PIL images, (H, W[, C]) arrays or uint8 tensors."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: dict,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str | None = None,
+        source: str = "",
+    ):
+        from ..engine.train import autocast_dtype, resolve_device
+
+        for key in ("classes", "image_size", "in_chans", "mean", "std"):
+            if key not in meta:
+                raise CnnzooError(f"{source or 'the checkpoint'}: its config lacks {key!r}")
+        self.device = resolve_device(str(device)) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.meta, self.source = meta, source
+        self.classes: list[str] = list(meta["classes"])
+        self.image_size: int = int(meta["image_size"])
+        self.channels: int = int(meta["in_chans"])
+        self.precision = precision or meta.get("eval_precision", "fp32")
+        self._amp = autocast_dtype(self.precision, self.device)
+        self._normalize = Normalize(meta["mean"], meta["std"], self.device)
+        if meta.get("channels_last"):
+            self.model.to(memory_format=torch.channels_last)
+        self._channels_last = bool(meta.get("channels_last"))
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.meta.get('model')}, {len(self.classes)} classes, {self.channels}x{self.image_size}"
+            f"x{self.image_size}, {self.precision}, {self.source or 'in memory'})"
+        )
+
+    # --- preprocessing -------------------------------------------------------------------------------
+
+    def to_uint8(self, image) -> Tensor:
+        """One image as the (C, S, S) uint8 tensor the model reads, before normalisation."""
+        if isinstance(image, Tensor):
+            return self._tensor_to_uint8(image)
+        return torch.from_numpy(decode_image(image, self.image_size, self.channels))
+
+    def _tensor_to_uint8(self, t: Tensor) -> Tensor:
+        if t.dim() == 2:
+            t = t[None]
+        if t.dim() != 3:
+            raise CnnzooError(f"an image tensor is (H, W) or (C, H, W), got shape {tuple(t.shape)}")
+        if t.dtype != torch.uint8:
+            if not t.dtype.is_floating_point:
+                raise CnnzooError(f"an image tensor is uint8 (0..255) or float (0..1), got {t.dtype}")
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        array = t.cpu().numpy()
+        return self.to_uint8(array.transpose(1, 2, 0) if array.shape[0] in (1, 3, 4) else array[0])
+
+    def preprocess(self, images: Sequence) -> Tensor:
+        """(B, C, S, S) float batch, normalised as in training, on the predictor's device."""
+        batch = torch.stack([self.to_uint8(im) for im in images]).to(self.device)
+        x = self._normalize(batch.float())
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    # --- prediction ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (B, classes) of a preprocessed batch, `EVAL_BATCH` images at a time, as float32."""
+        out = []
+        for start in range(0, len(x), EVAL_BATCH):
+            with torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
+                out.append(self.model(x[start : start + EVAL_BATCH]).float())
+        return torch.cat(out)
+
+    def probabilities(self, images: Sequence) -> Tensor:
+        return self.logits(self.preprocess(images)).softmax(1).cpu()
+
+    def predict(self, images, top_k: int = 5) -> list[dict]:
+        """Top-k classes with probabilities, one dict per image: {"image", "top": [{"class", "probability"}]}."""
+        if isinstance(images, str | Path | bytes | np.ndarray | Tensor) or hasattr(images, "getpixel"):
+            images = [images]  # one image given alone
+        images = list(images)
+        if not images:
+            raise CnnzooError("no images to predict")
+        if top_k < 1:
+            raise CnnzooError(f"top_k must be at least 1, got {top_k}")
+        probs = torch.cat(
+            [self.probabilities(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)]
+        )
+        k = min(top_k, probs.shape[1])
+        results = []
+        for image, p in zip(images, probs, strict=True):
+            top = p.topk(k)
+            results.append(
+                {
+                    "image": str(image) if isinstance(image, str | Path) else type(image).__name__,
+                    "top": [
+                        {"class": self.classes[i], "probability": round(v, 6)}
+                        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                    ],
+                }
+            )
+        return results
+
+
+def load(
+    source: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None
+) -> Predictor:
+    """A ready `Predictor` from a run folder or a `.safetensors` checkpoint (its `.json` beside it)."""
+    ckpt = load_checkpoint(source)
+    return Predictor(ckpt.model, ckpt.meta, device=device, precision=precision, source=str(ckpt.path))
