@@ -7,3 +7,12 @@ is a bug and keeps its traceback.
 
 class CnnzooError(Exception):
     """Bad input from the user: an unknown name, a wrong size, a corrupt file..."""
+
+
+def unknown_name(kind: str, name: str, known, otherwise: str) -> CnnzooError:
+    """The error for a name no registry holds, suggesting the closest known names (or `otherwise`)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else f" ({otherwise})"
+    return CnnzooError(f"unknown {kind} {name!r}{hint}")

@@ -119,12 +119,10 @@ def test_frozen_batchnorm_stays_in_eval_after_train():
     freeze(model, "last:1")  # stage3 + head train
     model.train()
     assert all(_bn_modes(model).values())  # plain train() turns every BatchNorm on...
-    names = model.train_frozen_bn_eval()  # ...the engine's hook turns the frozen ones back off
+    names = set_frozen_bn_eval(model)  # ...the engine turns the frozen ones back off
     modes = _bn_modes(model)
     assert names and all(not modes[n] for n in names)
     assert {n for n, training in modes.items() if training} == {n for n in modes if n.startswith("layer3")}
-    ema = copy.deepcopy(model)  # the EMA copy's hook acts on the copy, not on the original
-    assert ema.train_frozen_bn_eval.__self__ is ema
 
 
 def test_train_bn_keeps_batchnorm_trainable():
@@ -132,7 +130,7 @@ def test_train_bn_keeps_batchnorm_trainable():
     freeze(model, "head", train_bn=True)
     assert model.bn1.weight.requires_grad and not model.conv1.weight.requires_grad
     model.train()
-    assert model.train_frozen_bn_eval() == []
+    assert set_frozen_bn_eval(model) == []
     assert all(_bn_modes(model).values())
 
 
@@ -144,7 +142,7 @@ def test_training_leaves_frozen_weights_and_statistics_untouched():
     opt = torch.optim.SGD(param_groups(model, 0.1, weight_decay=5e-4), lr=0.1, momentum=0.9)
     for _ in range(3):
         model.train()
-        model.train_frozen_bn_eval()
+        set_frozen_bn_eval(model)
         x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()

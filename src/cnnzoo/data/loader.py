@@ -90,25 +90,26 @@ class BatchLoader:
     rank, world_size   distributed sharding (see the module docstring)
     """
 
-    labels: Sequence | Tensor
+    labels: Sequence | Tensor  # set by the subclass; only its length is read here
 
-    def _setup(
+    def __init__(
         self,
-        *,
         stored_channels: int,
         batch_size: int,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int,
-        device: str | torch.device,
-        resize_mode: str,
-        channels: int | None,
-        augment: AugmentConfig | None,
-        channels_last: bool,
-        rank: int,
-        world_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        resize_mode: str = "bilinear",
+        channels: int | None = None,
+        augment: AugmentConfig | None = None,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        """The settings every loader checks and keeps; call first in `__init__`."""
+        """The settings every loader checks and keeps; a subclass calls this first, with the channels its
+        images are stored with."""
         if batch_size < 1:
             raise CnnzooError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -223,7 +224,8 @@ class BatchLoader:
 class InMemoryLoader(BatchLoader):
     """Iterate `(x, y)` batches of an `ArrayDataset` held on `device`: x float32 (B, C, H, W) normalised,
     y int64 (B,). `image_size` resizes the stored images once to this side ("bilinear", or "pad" with black
-    borders); the other arguments are `BatchLoader`'s.
+    borders); `mean`/`std` default to the dataset's; `options` are `BatchLoader`'s (shuffle, seed, device,
+    resize_mode, channels, augment, channels_last, rank, world_size...).
     """
 
     def __init__(
@@ -231,28 +233,15 @@ class InMemoryLoader(BatchLoader):
         data: ArrayDataset,
         batch_size: int,
         *,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
         image_size: int | None = None,
-        resize_mode: str = "bilinear",
-        channels: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        augment: AugmentConfig | None = None,
-        channels_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
+        **options,
     ):
-        self._setup(
-            stored_channels=data.images.shape[1], batch_size=batch_size, shuffle=shuffle,
-            drop_last=drop_last, seed=seed, device=device, resize_mode=resize_mode, channels=channels,
-            augment=augment, channels_last=channels_last, rank=rank, world_size=world_size,
-        )  # fmt: skip
+        super().__init__(data.images.shape[1], batch_size, **options)
         self.info = data.info
         # once: to the device, resized, 3 -> 1 converted (all still uint8)
-        self.images = prepare_images(data.images.to(self.device), image_size, channels, resize_mode)
+        self.images = prepare_images(data.images.to(self.device), image_size, self.channels, self.resize_mode)
         self.labels = data.labels.to(self.device, torch.int64)
         stats = None
         if mean is None or std is None:

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from cnnzoo.data.augment import AugmentConfig
 from cnnzoo.data.loader import BatchLoader, prepare_images
 from cnnzoo.data.stats import channel_stats
 from cnnzoo.errors import CnnzooError
@@ -39,7 +38,7 @@ class StreamingLoader(BatchLoader):
     """Iterate `(x, y)` batches of images decoded from disk by `num_workers` processes: x float32
     (B, C, H, W) normalised, y int64 (B,), both on `device`.
 
-    Arguments as `InMemoryLoader`'s, plus:
+    Arguments as `InMemoryLoader`'s (`options` are `BatchLoader`'s), plus:
     num_workers  decoding processes, kept alive across epochs (default min(4, CPU count); 0 decodes in
                  this process). Page-locked batches when `device` is a CUDA GPU.
     A dataset without `info` needs no `mean`/`std`: they are then measured on a spread sample of its images.
@@ -50,20 +49,11 @@ class StreamingLoader(BatchLoader):
         data: Dataset,
         batch_size: int,
         *,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
         image_size: int | None = None,
-        resize_mode: str = "bilinear",
-        channels: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        augment: AugmentConfig | None = None,
-        channels_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
         num_workers: int | None = None,
+        **options,
     ):
         self.data = data
         self.info = getattr(data, "info", None)
@@ -72,12 +62,8 @@ class StreamingLoader(BatchLoader):
         else:
             first = data[0][0]
             stored, stored_size = first.shape[0], first.shape[-1]
-        self._setup(
-            stored_channels=stored, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
-            device=device, resize_mode=resize_mode, channels=channels, augment=augment,
-            channels_last=channels_last, rank=rank, world_size=world_size,
-        )  # fmt: skip
-        if resize_mode == "pad" and image_size is not None and image_size < stored_size:
+        super().__init__(stored, batch_size, **options)
+        if self.resize_mode == "pad" and image_size is not None and image_size < stored_size:
             raise CnnzooError(
                 f"cannot pad {stored_size}x{stored_size} images to {image_size}x{image_size}; use resize_mode='bilinear'"
             )

@@ -28,6 +28,7 @@ from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
 from .distributed import DistEnv, cleanup_distributed, setup_distributed
 from .evaluate import EVAL_BATCH, evaluate_model
+from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves
 
@@ -404,8 +405,7 @@ def _loss(output, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
 
 def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state) -> dict:
     net.train()
-    if hasattr(model, "train_frozen_bn_eval"):  # transfer learning keeps frozen BatchNorm in inference mode
-        model.train_frozen_bn_eval()
+    set_frozen_bn_eval(model)  # transfer learning: frozen BatchNorm stays in inference mode
     loader.set_epoch(state.epoch)
     device = next(model.parameters()).device
     # Running sums stay on the device and are read only when the progress bar refreshes: reading a GPU

@@ -7,7 +7,6 @@ its function name is the registry key. Builders are keyword-only and accept `num
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import CnnzooError
+from ..errors import CnnzooError, unknown_name
 
 __all__ = [
     "ModelInfo",
@@ -73,9 +72,7 @@ def model_info(name: str) -> ModelInfo:
     """The registry entry for `name`; an unknown name raises with the closest names suggested."""
     _ensure_loaded()
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (see `cnnzoo models`)"
-        raise CnnzooError(f"unknown model {name!r}{hint}")
+        raise unknown_name("model", name, _MODELS, "see `cnnzoo models`")
     return _MODELS[name]
 
 

@@ -7,12 +7,11 @@ preset for the test suite.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CnnzooError
+from ..errors import unknown_name
 
 __all__ = ["Study", "register_study", "list_studies", "get_study"]
 
@@ -52,7 +51,5 @@ def list_studies() -> list[str]:
 def get_study(name: str) -> Study:
     _ensure_loaded()
     if name not in _STUDIES:
-        close = difflib.get_close_matches(name, list(_STUDIES), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise CnnzooError(f"unknown study {name!r}{hint}; the studies: {', '.join(sorted(_STUDIES))}")
+        raise unknown_name("study", name, _STUDIES, f"the studies: {', '.join(sorted(_STUDIES))}")
     return _STUDIES[name]

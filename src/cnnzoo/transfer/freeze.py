@@ -16,11 +16,11 @@ head trains, take the head's learning rate, and are not counted by `last:N` or b
 from __future__ import annotations
 
 import math
-import types
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..engine.frozen import set_frozen_bn_eval
 from ..errors import CnnzooError
 from ..models import parameter_groups
 
@@ -115,7 +115,7 @@ def freeze(model: nn.Module, upto: int | str | None = "head", *, train_bn: bool 
     only; 0 trains everything). Positions count the groups without the auxiliary classifiers.
 
     `train_bn=False` (the default): frozen BatchNorm layers stay in inference mode during training.
-    `freeze` attaches `model.train_frozen_bn_eval()`, which the engine calls after each `model.train()`.
+    The engine calls `set_frozen_bn_eval(model)` after each `model.train()` (`cnnzoo.engine.frozen`).
     `train_bn=True` (fastai's default): every BatchNorm's affine parameters train, even in frozen
     groups, and BatchNorm stays in training mode (running statistics adapt to the new data);
     `param_groups` gives those parameters their group's rate. The returned names ignore them.
@@ -129,8 +129,6 @@ def freeze(model: nn.Module, upto: int | str | None = "head", *, train_bn: bool 
         for m in model.modules():
             if isinstance(m, _BatchNorm):
                 m.requires_grad_(True)
-    # A bound method, not a closure: `copy.deepcopy(model)` (the EMA copy) rebinds it to the copy.
-    model.train_frozen_bn_eval = types.MethodType(set_frozen_bn_eval, model)
     set_frozen_bn_eval(model)
     return [g for g, _ in groups(model) if g in trainable]
 
@@ -138,22 +136,6 @@ def freeze(model: nn.Module, upto: int | str | None = "head", *, train_bn: bool 
 def unfreeze(model: nn.Module) -> list[str]:
     """Make every group trainable (`freeze(model, None)`)."""
     return freeze(model, None)
-
-
-def set_frozen_bn_eval(model: nn.Module) -> list[str]:
-    """Put every BatchNorm whose parameters are all frozen into eval mode; return their names.
-
-    Call it after `model.train()`. BatchNorm without parameters (affine=False) is left as it is: with
-    nothing to tell whether it belongs to a frozen part, it follows `model.train()`/`eval()`.
-    """
-    names = []
-    for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                m.eval()
-                names.append(name)
-    return names
 
 
 def group_table(model: nn.Module) -> list[tuple[str, int, bool]]:
