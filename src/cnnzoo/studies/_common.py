@@ -1,0 +1,309 @@
+"""What every study shares: the machine it ran on, short fits without checkpoints, measured receptive
+fields, mean and spread, Markdown tables, plots and the results.json round trip.
+
+Receptive fields two ways, so a study can show they agree:
+  computed   `computed_rf`: the op tracer of `cnnzoo.summary` follows kernel, stride and dilation of
+             every op (rf_out = rf_in + d (k - 1) jump_in); no forward value is looked at.
+  measured   `measured_rf`: the gradient of one output unit (the centre of the map, summed over its
+             channels) with respect to the input; the input pixels it depends on are the ones whose
+             gradient is not zero. With ReLUs a path can be switched off for one input, so the support
+             is the union over a few random inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..data.base import ArrayDataset, Splits
+from ..engine.config import TrainConfig
+from ..errors import CnnzooError
+
+__all__ = [
+    "machine",
+    "mean_std",
+    "md_table",
+    "pyplot",
+    "save_results",
+    "load_results",
+    "provenance_lines",
+    "Fit",
+    "fit_quiet",
+    "accuracy_on",
+    "subset",
+    "subset_index",
+    "pm",
+    "new_results",
+    "train_config",
+    "computed_rf",
+    "measured_rf",
+    "images_per_second",
+]
+
+
+# --- where and how a study ran ----------------------------------------------------------------------
+
+
+def _lscpu() -> dict[str, str]:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def machine() -> dict:
+    """The CPU (lscpu's model name), its cores, the threads torch uses and the process's niceness."""
+    cpu = _lscpu()
+    return {
+        "cpu": cpu.get("Model name") or platform.processor() or "unknown",
+        "cores": int(cpu.get("CPU(s)", os.cpu_count() or 0)),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+        "nice": os.nice(0) if hasattr(os, "nice") else 0,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def command(name: str, preset: str, seeds: int | None) -> str:
+    flags = {"quick": " --quick", "full": ""}.get(preset, f" (preset {preset}, from Python)")
+    return f"cnnzoo study {name}{flags}" + (f" --seeds {seeds}" if seeds else "")
+
+
+def provenance_lines(results: dict) -> list[str]:
+    """The report's first paragraph: exact command, machine, seeds and wall time."""
+    m = results["machine"]
+    env = []
+    if m.get("omp_num_threads"):
+        env.append(f"OMP_NUM_THREADS={m['omp_num_threads']}")
+    if m.get("nice"):
+        env.append(f"under `nice -n {m['nice']}`")
+    seeds = results.get("seeds")
+    return [
+        f"Command: `{results['command']}`"
+        + (f" ({', '.join(env)})" if env else "")
+        + f"; preset **{results['preset']}**"
+        + (f", {seeds} seed(s) (0..{seeds - 1})" if seeds else "")
+        + f"; wall time **{results['seconds'] / 60:.1f} min**.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+        f"Python {m['python']}. The machine is shared with other jobs, so speeds are noisy and wall times "
+        "are upper bounds.",
+        "",
+    ]
+
+
+# --- numbers and tables -------------------------------------------------------------------------------
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values, digits: int = 2) -> str:
+    """'mean ± std' of a list of numbers, or the number alone for one value."""
+    m, s = mean_std(values)
+    return f"{m:.{digits}f}" if len(list(values)) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def md_table(headers: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_results(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def load_results(out: str | Path, name: str) -> dict:
+    path = Path(out) / "results.json"
+    if not path.exists():
+        raise CnnzooError(f"no study results in {path}: run `cnnzoo study {name}` first")
+    return json.loads(path.read_text())
+
+
+def new_results(name: str, preset: str, seeds: int | None, seeds_flag: int | None = None) -> dict:
+    """The record every study starts from: `seeds` used, and the command (`seeds_flag`: --seeds as given)."""
+    return {
+        "study": name,
+        "preset": preset,
+        "seeds": seeds,
+        "command": command(name, preset, seeds_flag),
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+# --- short fits, nothing written to disk ------------------------------------------------------------
+
+
+def subset_index(total: int, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices of `n` of `total` items drawn at random (seeded); all of them when n is 0 or not smaller."""
+    if not n or n >= total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=gen)[:n].sort().values
+
+
+def subset(data: ArrayDataset, n: int, seed: int) -> ArrayDataset:
+    """`n` images drawn at random (seeded); all of them when n is 0 or not smaller."""
+    return data.subset(subset_index(len(data), n, seed))
+
+
+@dataclass
+class Fit:
+    model: nn.Module
+    history: list[dict]  # one record per epoch: train_loss, train_acc, test_acc (when evaluated), ...
+    seconds: float
+    final_acc: float  # test accuracy after the last epoch, in %
+    image_size: int
+
+
+def fit_quiet(model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size: int) -> Fit:
+    """Train `model` on `splits` with the engine's loop (same optimiser, schedule and precision as
+    `cnnzoo train`), keeping nothing on disk."""
+    from ..engine.train import RunContext, fit, make_loaders, resolve_device
+
+    device = resolve_device(cfg.device)
+    info = splits.info
+    loaders = make_loaders(
+        splits,
+        batch_size=cfg.batch_size,
+        image_size=image_size,
+        channels=info.channels,
+        mean=info.mean,
+        std=info.std,
+        augment=cfg.augment,
+        device=device,
+        seed=cfg.seed,
+    )
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    result = fit(model, loaders, cfg, RunContext(Path("."), {}, quiet=True, save=False), device=device)
+    final = result.history[-1].get("test_acc", 0.0)
+    return Fit(model, result.history, time.perf_counter() - start, final, image_size)
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, data: ArrayDataset, image_size: int, device: str = "cpu") -> float:
+    """Accuracy (%) on `data` without augmentation, in fp32: the train accuracy a gap is measured with."""
+    from ..data.loader import InMemoryLoader
+    from ..engine.evaluate import EVAL_BATCH, evaluate_model
+    from ..engine.train import resolve_device
+
+    info = data.info
+    loader = InMemoryLoader(
+        data,
+        EVAL_BATCH,
+        shuffle=False,
+        image_size=image_size,
+        channels=info.channels,
+        mean=info.mean,
+        std=info.std,
+        device=resolve_device(device),
+    )
+    return evaluate_model(model, loader)["accuracy"]
+
+
+def images_per_second(model: nn.Module, x: Tensor, *, train: bool, repeats: int = 3) -> float:
+    """Images per second of a forward pass (eval, no grad) or a training step (forward, backward, SGD
+    step); the best of `repeats` timed runs after one warm-up, as the noise on a shared machine only adds."""
+    y = torch.zeros(len(x), dtype=torch.long)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3) if train else None
+    model.train(train)
+
+    def step():
+        if train:
+            out = model(x)
+            out = out[0] if isinstance(out, tuple) else out
+            loss = nn.functional.cross_entropy(out.flatten(1)[:, :1].expand(-1, 2), y.clamp(max=1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        else:
+            with torch.no_grad():
+                model(x)
+
+    step()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t)
+    model.eval()
+    return len(x) / best
+
+
+# --- receptive fields --------------------------------------------------------------------------------
+
+
+def computed_rf(module: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int] | str:
+    """The receptive field of `module`'s output, from the summary's op tracer (no values involved)."""
+    from ..summary.trace import WHOLE_INPUT, Field, OpTracer
+
+    x = torch.zeros(1, *input_size)
+    tracer = OpTracer()
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), tracer:
+            tracer.set_field(x, Field((1, 1), (1, 1)))
+            out = module(x)
+        field = tracer.field(out)
+    finally:
+        module.train(was_training)
+    if field is None or field.rf is None:
+        return WHOLE_INPUT
+    return tuple(field.rf)
+
+
+def measured_rf(
+    module: nn.Module, input_size: tuple[int, int, int], *, trials: int = 4, seed: int = 0
+) -> tuple[int, int]:
+    """Height and width of the input region that one output unit (the centre of the output map, all its
+    channels summed) depends on, measured as the bounding box of the input gradient's support."""
+    gen = torch.Generator().manual_seed(seed)
+    was_training = module.training
+    module.eval()
+    support = torch.zeros(input_size[1:], dtype=torch.bool)
+    try:
+        for _ in range(trials):
+            x = torch.randn(1, *input_size, generator=gen).requires_grad_(True)
+            out = module(x)  # (1, C, H', W')
+            h, w = out.shape[-2:]
+            out[0, :, h // 2, w // 2].sum().backward()
+            support |= (x.grad[0] != 0).any(0)
+    finally:
+        module.train(was_training)
+    rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+    if len(rows) == 0:
+        return (0, 0)
+    return (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+
+
+def train_config(**kwargs) -> TrainConfig:
+    """A TrainConfig for a study's own (unregistered) network: the engine reads only the recipe fields."""
+    kwargs.setdefault("model", "study")
+    return TrainConfig(**kwargs)

@@ -1,0 +1,506 @@
+"""`cnnzoo study lenet`: LeNet-5, the lecture's and the 1998 one, on MNIST, against the paper.
+
+Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-based learning applied to document recognition",
+Proc. IEEE 86(11), 1998.
+
+1. Parameters per layer of both networks, from the models themselves, beside the lecture's table and the
+   paper's counts; the differences (C3's connection table, trainable subsampling, the RBF output) are
+   computed from the modules and must add up to the difference of the totals.
+2. Why C1's output is 28x28: the summary's shapes and the kernel size.
+3. Test error of each network (and of the lecture's with distortions) over several seeds, beside the
+   paper's 0.95% (0.8% with distortions).
+4. The most confused test digits of the seed-0 lecture network, and what it learned: C1's filters, every
+   layer's feature maps for one digit, Grad-CAM and saliency (`cnnzoo.explain`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..data.base import Splits
+from ..engine.config import default_config
+from ..models import count_params, create_model
+from ..models._base import group_of
+from ..summary import summarize
+from ._common import (
+    fit_quiet,
+    load_results,
+    md_table,
+    mean_std,
+    new_results,
+    pm,
+    provenance_lines,
+    pyplot,
+    save_results,
+    subset_index,
+)
+from ._registry import Study, register_study
+
+__all__ = ["run_lenet_study", "rewrite_report", "PRESETS", "parameter_table"]
+
+NAME = "lenet"
+# Published figures (constants, with their source):
+PAPER_TEST_ERROR = 0.95  # % MNIST test error of LeNet-5, no distortions: LeCun et al. 1998, sec. III
+PAPER_TEST_ERROR_DISTORTED = (
+    0.8  # % the same, trained with artificial distortions: LeCun et al. 1998, sec. III
+)
+PAPER_TRAINABLE = 60_000  # "LeNet-5 ... contains 60,000 trainable parameters": LeCun et al. 1998, sec. II.B
+PAPER_LAYERS = {"C1": 156, "S2": 12, "C3": 1_516, "S4": 32, "C5": 48_120, "F6": 10_164}  # ibid., sec. II.B
+# The course's LeNet-5 parameter table (the lecture's network: max-pooling without parameters, fc output)
+LECTURE_LAYERS = {"C1": 156, "C3": 2_416, "C5": 48_120, "F6": 10_164, "output": 850}
+LECTURE_TOTAL = 61_706
+
+# group_matcher() names -> the paper's layer names
+PAPER_NAMES = {
+    "conv1": "C1", "conv2": "C3", "fc1": "C5", "fc2": "F6", "head": "output",
+    "c1": "C1", "s2": "S2", "c3": "C3", "s4": "S4", "c5": "C5", "f6": "F6",
+}  # fmt: skip
+LAYER_ORDER = ("C1", "S2", "C3", "S4", "C5", "F6", "output")
+
+
+@dataclass(frozen=True)
+class Preset:
+    seeds: int
+    epochs: int
+    train_subset: int  # training images per run (0 = all 60,000)
+    test_subset: int  # test images (0 = all 10,000)
+    distortions: bool  # also train the lecture's net with affine distortions (LeCun's 0.8% row)
+
+
+PRESETS = {
+    "full": Preset(seeds=3, epochs=4, train_subset=20_000, test_subset=0, distortions=True),
+    "quick": Preset(seeds=1, epochs=2, train_subset=6_000, test_subset=0, distortions=False),
+    "tiny": Preset(seeds=1, epochs=1, train_subset=400, test_subset=300, distortions=False),
+}
+RUNS = (  # (key, model, augmentation or None for the recipe's)
+    ("lenet5", "lenet5", None),
+    ("lenet5_1998", "lenet5_1998", None),
+    ("lenet5+distortions", "lenet5", "affine"),
+)
+
+
+# --- parameters and shapes ----------------------------------------------------------------------------
+
+
+def _per_layer(name: str) -> dict[str, int]:
+    """Trainable parameters per paper layer name, from the model's own groups."""
+    model = create_model(name, num_classes=10, in_chans=1)
+    groups = model.group_matcher()
+    counts: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            layer = PAPER_NAMES[group_of(pname, groups)]
+            counts[layer] = counts.get(layer, 0) + p.numel()
+    counts.setdefault("output", 0)
+    return counts
+
+
+def parameter_table() -> dict:
+    """Both networks' parameters per layer, and the differences explained by the modules themselves."""
+    from ..models.lenet import C3_TABLE
+
+    lecture, paper = _per_layer("lenet5"), _per_layer("lenet5_1998")
+    m98 = create_model("lenet5_1998", num_classes=10, in_chans=1)
+    connections = sum(len(ins) for ins in C3_TABLE)  # S2 maps read, summed over C3's 16 maps
+    k = 5 * 5
+    differences = {
+        "C3": {
+            "delta": paper["C3"] - lecture["C3"],
+            "why": f"C3's connection table: its 16 maps read {connections} of the 16 x 6 = 96 (map, S2 map) "
+            f"pairs, so {96 - connections} x {k} = {(96 - connections) * k} fewer weights",
+        },
+        "S2+S4": {
+            "delta": paper.get("S2", 0) + paper.get("S4", 0),
+            "why": "trainable subsampling: one coefficient and one bias per map (6 + 16 maps, x 2); "
+            "max-pooling has no parameters",
+        },
+        "output": {
+            "delta": paper["output"] - lecture["output"],
+            "why": f"the RBF output's {m98.output.prototypes.numel()} prototype values are fixed, not "
+            "trained; the lecture's output is a trained 84 -> 10 fully connected layer",
+        },
+    }
+    return {
+        "lecture": lecture,
+        "paper_model": paper,
+        "lecture_total": count_params(create_model("lenet5", num_classes=10, in_chans=1)),
+        "paper_total": count_params(m98, trainable_only=True),
+        "differences": differences,
+        "c3_connections": connections,
+    }
+
+
+def first_output() -> dict:
+    """Why C1's output is 28x28, from the summary's shapes (and C5's receptive field in the 1998 net)."""
+    rows = {r.name: r for r in summarize(create_model("lenet5"), (1, 28, 28)).rows}
+    conv = create_model("lenet5").features[1]
+    rows98 = summarize(create_model("lenet5_1998"), (1, 28, 28)).rows
+    c5 = [r for r in rows98 if r.type == "Conv2d"][-1]
+    return {
+        "input": 28,
+        "padded": rows["features.0"].output_shape[-1],
+        "kernel": conv.kernel_size[0],
+        "c1": list(rows["features.1"].output_shape),
+        "c5_receptive_field": c5.receptive_field[0] if isinstance(c5.receptive_field, tuple) else None,
+    }
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def _train_one(model_name: str, augment: str | None, splits: Splits, preset: Preset, seed: int, device: str):
+    overrides = dict(epochs=preset.epochs, seed=seed, device=device, eval_every=1)
+    if augment is not None:
+        overrides["augment"] = augment
+    cfg = default_config(model_name, "mnist", **overrides)
+    idx = subset_index(len(splits.train), preset.train_subset, seed)
+    data = Splits(splits.train.subset(idx), splits.test)
+    torch.manual_seed(seed)
+    model = create_model(model_name, num_classes=10, in_chans=1)
+    fit = fit_quiet(model, data, cfg, image_size=28)
+    return fit, cfg
+
+
+@torch.no_grad()
+def _confusions(model, test, test_index, top: int = 24) -> dict:
+    """The test digits the network gets wrong most confidently, and the most frequent confused pairs."""
+    from ._pictures import batch_of
+
+    model.eval()
+    x = batch_of(test, 28)
+    probs = torch.cat([model(x[i : i + 1000]).float().softmax(1) for i in range(0, len(x), 1000)])
+    pred = probs.argmax(1)
+    wrong = (pred != test.labels).nonzero().flatten()
+    conf = probs[wrong, pred[wrong]]
+    order = wrong[conf.argsort(descending=True)][:top]
+    pairs: dict[str, int] = {}
+    for t, p in zip(test.labels[wrong].tolist(), pred[wrong].tolist(), strict=True):
+        pairs[f"{t}->{p}"] = pairs.get(f"{t}->{p}", 0) + 1
+    return {
+        "digits": [
+            {
+                "index": int(test_index[i]),
+                "true": int(test.labels[i]),
+                "pred": int(pred[i]),
+                "p": float(probs[i, pred[i]]),
+            }
+            for i in order.tolist()
+        ],
+        "pairs": sorted(pairs.items(), key=lambda kv: -kv[1])[:8],
+        "errors": len(wrong),
+        "images": len(test),
+    }
+
+
+def run_lenet_study(
+    out: str | Path = "reports/lenet",
+    *,
+    quick: bool = False,
+    seeds: int | None = None,
+    device: str = "auto",
+    preset: str | None = None,
+) -> Path:
+    preset_name = preset or ("quick" if quick else "full")
+    p = PRESETS[preset_name]
+    seeds_flag, seeds = seeds, seeds or p.seeds
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = new_results(NAME, preset_name, seeds, seeds_flag)
+    results["preset_config"] = asdict(p)
+    results["parameters"] = parameter_table()
+    results["first_output"] = first_output()
+    splits = load_dataset("mnist")
+    test_index = subset_index(len(splits.test), p.test_subset, 0)
+    splits = Splits(splits.train, splits.test.subset(test_index))
+    results["test_images"] = len(splits.test)
+    runs = {}
+    for key, model_name, augment in RUNS:
+        if augment is not None and not p.distortions:
+            continue
+        per_seed = []
+        for seed in range(seeds):
+            fit, cfg = _train_one(model_name, augment, splits, p, seed, device)
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "test_error": 100 - fit.final_acc,
+                    "curve": [100 - r["test_acc"] for r in fit.history],
+                    "train_error_curve": [100 - r["train_acc"] for r in fit.history],
+                    "seconds": fit.seconds,
+                }
+            )
+            if key == "lenet5" and seed == 0:
+                from safetensors.torch import save_file
+
+                results["confusions"] = _confusions(fit.model, splits.test, test_index.tolist())
+                save_file(
+                    {k: v.contiguous() for k, v in fit.model.state_dict().items()},
+                    out / "lenet5-seed0.safetensors",
+                )
+        runs[key] = {"model": model_name, "config": cfg.to_dict(), "seeds": per_seed}
+    results["runs"] = runs
+    results["seconds"] = time.perf_counter() - start
+    save_results(out, results)
+    return write_report(results, out)
+
+
+def rewrite_report(out: str | Path = "reports/lenet") -> Path:
+    return write_report(load_results(out, NAME), Path(out))
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def _plots(results: dict, out: Path) -> list[str]:
+    plt = pyplot()
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, run in results["runs"].items():
+        curves = [s["curve"] for s in run["seeds"]]
+        epochs = range(1, len(curves[0]) + 1)
+        means = [mean_std(c[e - 1] for c in curves) for e in epochs]
+        ax.errorbar(
+            list(epochs), [m for m, _ in means], yerr=[s for _, s in means], marker="o", capsize=3, label=key
+        )
+    ax.axhline(PAPER_TEST_ERROR, color="k", ls="--", lw=1, label=f"paper, LeNet-5 ({PAPER_TEST_ERROR}%)")
+    ax.axhline(
+        PAPER_TEST_ERROR_DISTORTED,
+        color="gray",
+        ls=":",
+        lw=1,
+        label=f"paper, distortions ({PAPER_TEST_ERROR_DISTORTED}%)",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MNIST test error (%, log scale)")
+    ax.set_title("LeNet-5 on MNIST: test error per epoch (mean ± std over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "test_error.png")
+    plt.close(fig)
+    names.append("test_error.png")
+
+    table = results["parameters"]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    layers = [n for n in LAYER_ORDER if n in table["lecture"] or n in table["paper_model"]]
+    xs = range(len(layers))
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [table["lecture"].get(n, 0) for n in layers],
+        0.4,
+        label=f"lenet5 (lecture), {table['lecture_total']:,}",
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [table["paper_model"].get(n, 0) for n in layers],
+        0.4,
+        label=f"lenet5_1998 (paper), {table['paper_total']:,}",
+    )
+    ax.set_xticks(list(xs), layers)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("trainable parameters (symlog scale)")
+    ax.set_title("Where LeNet-5's parameters are")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "parameters.png")
+    plt.close(fig)
+    names.append("parameters.png")
+    return names
+
+
+def _pictures(results: dict, out: Path) -> list[str]:
+    """Most confused digits; filters, feature maps, Grad-CAM of the saved seed-0 network (if saved)."""
+    from ._pictures import batch_of, plot_digit_grid, plot_feature_maps, plot_filters, plot_heatmaps
+
+    test = load_dataset("mnist").test
+    made = []
+    conf = results.get("confusions")
+    if conf and conf["digits"]:
+        images = [test.images[d["index"], 0].numpy() for d in conf["digits"]]
+        captions = [f"true {d['true']}, said {d['pred']}\np = {d['p']:.2f}" for d in conf["digits"]]
+        title = (
+            f"The {len(images)} test digits the seed-0 lenet5 gets wrong most confidently "
+            f"({conf['errors']} errors in {conf['images']:,} test images)"
+        )
+        plot_digit_grid(images, captions, out / "confused.png", title)
+        made.append("confused.png")
+    weights = out / "lenet5-seed0.safetensors"
+    if not weights.exists():
+        return made
+    from safetensors.torch import load_file
+
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    model.load_state_dict(load_file(weights))
+    model.eval()
+    plot_filters(model, out / "filters.png", "lenet5 C1 filters after training (seed 0)")
+    pick = torch.tensor(
+        [(test.labels == d).nonzero()[0, 0].item() for d in range(10)]
+    )  # the first of each digit
+    x = batch_of(test.subset(pick), 28)
+    plot_feature_maps(
+        model,
+        x,
+        test.images[pick[0], 0].numpy(),
+        out / "feature_maps.png",
+        f"lenet5 feature maps of a test '{int(test.labels[pick[0]])}'",
+    )
+    plot_heatmaps(
+        model,
+        x,
+        test.images[pick, 0].numpy(),
+        [f"digit {d}" for d in range(10)],
+        out / "gradcam.png",
+        "lenet5: where the evidence is",
+    )
+    return made + ["filters.png", "feature_maps.png", "gradcam.png"]
+
+
+def verdicts(results: dict) -> list[tuple[str, bool, str]]:
+    """(claim, held here?, figures) for each published error rate we have a run for."""
+    out = []
+    for key, run in results["runs"].items():
+        paper = PAPER_TEST_ERROR_DISTORTED if "distortions" in key else PAPER_TEST_ERROR
+        m, s = mean_std(e["test_error"] for e in run["seeds"])
+        claim = f"`{key}` reaches the paper's {paper}% test error"
+        out.append((claim, m <= paper, f"ours {m:.2f} ± {s:.2f}% over {len(run['seeds'])} seed(s)"))
+    return out
+
+
+def write_report(results: dict, out: Path) -> Path:
+    out = Path(out)
+    p = results["preset_config"]
+    table = results["parameters"]
+    lines = ["# LeNet-5 on MNIST, measured against LeCun et al. 1998", ""] + provenance_lines(results)
+    train_n = p["train_subset"] or 60_000
+    lines += [
+        f"Budget: {train_n:,} training images per run, {p['epochs']} epoch(s), each network's own recipe "
+        f"(`cnnzoo.engine.default_config`, see `config` in results.json); test on {results['test_images']:,} MNIST test images. "
+        "The paper trained on all 60,000 images for 20 passes, so our errors are upper bounds of what the "
+        "networks reach.",
+        "",
+        "## Parameters: the lecture's table, the paper, and where they differ",
+        "",
+    ]
+    rows = []
+    for layer in LAYER_ORDER:
+        lec, pap = table["lecture"].get(layer), table["paper_model"].get(layer)
+        rows.append(
+            [
+                layer,
+                f"{lec:,}" if lec is not None else "-",
+                f"{LECTURE_LAYERS[layer]:,}" if layer in LECTURE_LAYERS else "-",
+                f"{pap:,}" if pap is not None else "-",
+                f"{PAPER_LAYERS[layer]:,}"
+                if layer in PAPER_LAYERS
+                else ("0 (fixed RBF)" if layer == "output" else "-"),
+            ]
+        )
+    rows.append(
+        [
+            "**total**",
+            f"**{table['lecture_total']:,}**",
+            f"{LECTURE_TOTAL:,}",
+            f"**{table['paper_total']:,}**",
+            f"{PAPER_TRAINABLE:,}",
+        ]
+    )
+    lines += md_table(
+        ["layer", "lenet5 (counted)", "lecture's table", "lenet5_1998 (counted)", "paper (sec. II.B)"], rows
+    )
+    delta_sum = sum(d["delta"] for d in table["differences"].values())
+    lines += ["Where the two differ (computed from the modules):", ""]
+    for layer, d in table["differences"].items():
+        lines.append(f"- **{layer}** {d['delta']:+,}: {d['why']}.")
+    match = delta_sum == table["paper_total"] - table["lecture_total"]
+    lines += [
+        "",
+        f"The differences add up to {delta_sum:+,} = {table['paper_total']:,} - {table['lecture_total']:,} "
+        f"({'exactly' if match else 'NOT'} the difference of the totals). Both counts match the cited ones: "
+        f"{'yes' if table['lecture_total'] == LECTURE_TOTAL and table['paper_total'] == PAPER_TRAINABLE else 'NO'}.",
+        "",
+        "![parameters](parameters.png)",
+        "",
+    ]
+    fo = results["first_output"]
+    lines += [
+        "## Why C1's output is 28x28",
+        "",
+        f"An MNIST digit is {fo['input']}x{fo['input']}; LeNet-5 zero-pads it to {fo['padded']}x{fo['padded']} "
+        f"(the paper's input size) and C1 is a {fo['kernel']}x{fo['kernel']} convolution without padding, so it "
+        f"has {fo['padded']} - {fo['kernel']} + 1 = {fo['padded'] - fo['kernel'] + 1} positions per side: "
+        f"output {'x'.join(str(v) for v in fo['c1'])} (channels x height x width, from `cnnzoo summary lenet5`). "
+        f"The paper pads so that stroke ends and corners near the border still fall in the centre of the top "
+        f"feature detectors' receptive fields: C5's receptive field is {fo['c5_receptive_field']} pixels, the "
+        "whole padded input.",
+        "",
+        "## Test error",
+        "",
+    ]
+    rows = []
+    for key, run in results["runs"].items():
+        errs = [s["test_error"] for s in run["seeds"]]
+        paper = PAPER_TEST_ERROR_DISTORTED if "distortions" in key else PAPER_TEST_ERROR
+        cfg = run["config"]
+        rows.append(
+            [
+                f"`{key}`",
+                f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}",
+                pm(errs),
+                ", ".join(f"{e:.2f}" for e in errs),
+                f"{paper}%",
+                f"{mean_std(s['seconds'] for s in run['seeds'])[0]:.0f} s",
+            ]
+        )
+    lines += md_table(
+        ["run", "recipe", "test error % (mean ± std)", "per seed", "paper", "time per run"], rows
+    )
+    for claim, held, figures in verdicts(results):
+        lines.append(
+            f"- **{'Held' if held else 'Did not hold'} here**: {claim} ({figures}, under the budget above)."
+        )
+    lines += ["", "![test error](test_error.png)", ""]
+    _plots(results, out)
+    pictures = _pictures(results, out)
+    conf = results.get("confusions")
+    if conf:
+        lines += ["## The most confused test digits (seed-0 lenet5)", ""]
+        lines += md_table(["true -> predicted", "test images"], [[k, v] for k, v in conf["pairs"]])
+        lines += ["![confused](confused.png)", ""]
+    if "filters.png" in pictures:
+        lines += [
+            "## What the layers learned (seed-0 lenet5, `cnnzoo.explain`)",
+            "",
+            "C1's six 5x5 filters (mid-gray is 0), every conv and pool layer's maps for one test digit, and for one "
+            "digit of each class the Grad-CAM map at the last conv stage and the gradient saliency.",
+            "",
+            "![filters](filters.png)",
+            "",
+            "![feature maps](feature_maps.png)",
+            "",
+            "![Grad-CAM](gradcam.png)",
+            "",
+        ]
+    lines += ["Raw numbers, every run and epoch: [results.json](results.json).", ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+register_study(
+    Study(
+        name=NAME,
+        summary="LeNet-5 (lecture and 1998) on MNIST: parameters per layer, test error vs the paper's 0.95%",
+        run=run_lenet_study,
+        report=rewrite_report,
+        default_out="reports/lenet",
+    )
+)
