@@ -252,6 +252,24 @@ def cmd_study(args) -> int:
     return 0
 
 
+# --- seeing inside, serving -------------------------------------------------------------------
+
+EXPLAIN_METHODS = ("featuremaps", "filters", "gradcam", "saliency")  # cnnzoo.explain.METHODS
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain_images
+    from .inference import load
+
+    predictor = load(args.source, device=args.device)
+    written = explain_images(
+        predictor, args.images, args.method, args.out, layer=args.layer, target=args.target
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
@@ -376,6 +394,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--report-only", action="store_true", help="re-render the report from OUT/results.json")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser(
+        "explain", help="see inside a model: feature maps, first-layer filters, Grad-CAM, saliency (PNGs)"
+    )
+    p.add_argument("source", help="a run folder, a .safetensors checkpoint or a bundled name (lenet5:mnist)")
+    p.add_argument("images", nargs="*", help="image files (none needed for --method filters)")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=EXPLAIN_METHODS,
+        help="featuremaps (every conv/pool layer), filters (the first layer's), gradcam or saliency",
+    )
+    p.add_argument("--out", default="explain", help="folder for the PNGs (default ./explain)")
+    p.add_argument("--layer", help="gradcam: the module to explain at (default: the last conv stage)")
+    p.add_argument("--target", help="gradcam/saliency: the class to explain (default: the predicted one)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    p.set_defaults(func=cmd_explain)
     return parser
 
 
