@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests and datasets use: fonts for the glyph datasets, Fashion-MNIST.
+# Debian packages the tests and datasets use: fonts for the glyph datasets, Fashion-MNIST, and chromium
+# for the browser test of `cnnzoo serve`'s page (Playwright drives it; it never downloads a browser).
 # Installs only what is missing; on a system without apt it says what to install and goes on.
 set -euo pipefail
-packages=(fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-paratype fonts-noto-core dataset-fashion-mnist)
+packages=(fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-paratype fonts-noto-core dataset-fashion-mnist chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -270,6 +270,25 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import signal
+
+    try:
+        from .serve import ServeSettings, load_models, serve
+    except ImportError as e:
+        raise CnnzooError(
+            f"cnnzoo serve needs the serve extra ({e.name} is missing): pip install 'cnnzoo[serve]'"
+        ) from None
+    settings = ServeSettings(
+        max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, timeout_ms=args.timeout_ms
+    )
+    models = load_models([args.source] if args.source else [], args.model or [], device=args.device)
+    stopped_by = serve(
+        models, host=args.host, port=args.port, settings=settings, access_log=not args.no_access_log
+    )
+    return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a graceful stop, as asked
+
+
 # --- the parser -------------------------------------------------------------------------------
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
@@ -411,6 +430,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="gradcam/saliency: the class to explain (default: the predicted one)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("serve", help="HTTP inference server: micro-batching, metrics, a draw-a-digit page")
+    p.add_argument(
+        "source",
+        nargs="?",
+        help="a run folder, checkpoint or bundled name (default: the bundled LeNet-5, MNIST)",
+    )
+    p.add_argument(
+        "--model", action="append", metavar="NAME=SOURCE", help="also serve SOURCE under NAME (repeatable)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free one)")
+    p.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=32,
+        help="images per forward pass (default 32; 1: no batching)",
+    )
+    p.add_argument(
+        "--max-delay-ms", type=float, default=2.0, help="how long a batch waits to fill up (default 2)"
+    )
+    p.add_argument(
+        "--timeout-ms", type=float, default=5000.0, help="a request waiting longer gets 503 (default 5000)"
+    )
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    p.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

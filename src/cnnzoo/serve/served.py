@@ -1,0 +1,195 @@
+"""One served model: a `Predictor`, its micro-batcher, and what the routes ask of it.
+
+Decoding is the training pipeline's (`Predictor.to_uint8`, the one image decoder); normalisation is the
+one `Normalize`; the forward pass is `Predictor.logits` (under `torch.inference_mode()`). So a PNG posted
+to the server gets the class `cnnzoo predict` gives it, to the bit. A drawing can ask to be framed as
+MNIST's digits were (`frame=True`: crop to the ink, fit 20x20, centre by mass in 28x28).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from concurrent.futures import Executor
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from ..data.normalize import Normalize
+from ..errors import CnnzooError
+from ..explain import feature_maps, gradcam
+from ..explain.render import map_grid, overlay, png_bytes, upscale
+from .batcher import MicroBatcher
+
+__all__ = ["ServedModel", "model_name", "NAME_PATTERN"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # safe in a URL path
+MAX_CHANNELS_SHOWN = 64  # feature maps beyond this many channels per layer are left out of /explain
+
+
+def model_name(predictor) -> str:
+    """A default route name: model and dataset, e.g. `lenet5-mnist`."""
+    meta = predictor.meta
+    name = "-".join(str(p) for p in (meta.get("model"), meta.get("dataset")) if p)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def _framing():
+    """MNIST's own preprocessing of a drawing (`cnnzoo.inference.framing`), written once there."""
+    try:
+        from ..inference.framing import frame_digit
+    except ImportError:
+        return None
+    return frame_digit
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+class ServedModel:
+    def __init__(
+        self,
+        name: str,
+        predictor,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        timeout_s: float,
+        max_pixels: int,
+        metrics=None,
+    ):
+        if not NAME_PATTERN.match(name):
+            raise CnnzooError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+        self.name, self.predictor, self.executor = name, predictor, executor
+        self.max_pixels = max_pixels
+        meta = predictor.meta
+        self._normalize = Normalize(meta["mean"], meta["std"], predictor.device)
+        self._channels_last = bool(meta.get("channels_last"))
+        self.batcher = MicroBatcher(
+            self.run_batch,
+            executor,
+            max_batch_size=max_batch_size,
+            max_delay_s=max_delay_s,
+            timeout_s=timeout_s,
+            on_batch=metrics.batch_observer(name) if metrics else None,
+            on_depth=metrics.depth_setter(name) if metrics else None,
+        )
+
+    def info(self) -> dict:
+        """What `/v1/models` lists: name, classes, input size, accuracy, source."""
+        p, meta = self.predictor, self.predictor.meta
+        accuracy = meta.get("accuracy", (meta.get("metrics") or {}).get("test_acc"))
+        return {
+            "name": self.name,
+            "model": meta.get("model"),
+            "dataset": meta.get("dataset"),
+            "classes": p.classes,
+            "input_size": [p.channels, p.image_size, p.image_size],
+            "accuracy": accuracy,  # test accuracy in %, as the checkpoint recorded it
+            "source": p.source,
+            "framing": "mnist" if self.can_frame else None,  # what ?frame= accepts
+        }
+
+    # --- decoding ------------------------------------------------------------------------------
+
+    def decode(self, data: bytes, *, frame: bool = False) -> Tensor:
+        """Encoded image bytes as the (C, S, S) uint8 tensor the model reads. Raises `CnnzooError`."""
+        if not data:
+            raise CnnzooError("empty image: the body (or file part) has no bytes")
+        try:  # the header alone: refuse a decompression bomb before any pixel is decoded
+            w, h = Image.open(io.BytesIO(data)).size
+        except UnidentifiedImageError:
+            raise CnnzooError(
+                f"not an image: {len(data):,} bytes in no image format this server reads (PNG, JPEG, GIF, "
+                "BMP, TIFF, WebP, ...)"
+            ) from None
+        except Exception:
+            w = h = 0  # a damaged header: decode_image says what is wrong, below
+        if w * h > self.max_pixels:
+            raise CnnzooError(
+                f"image declares {w}x{h} pixels, more than the {self.max_pixels:,} this server decodes "
+                "(a decompression bomb?)"
+            )
+        if frame:
+            return torch.from_numpy(self._framed(data))
+        return self.predictor.to_uint8(data)
+
+    @property
+    def can_frame(self) -> bool:
+        """Whether `frame=mnist` applies: a 1-channel model, and this installation has the framing."""
+        return self.predictor.channels == 1 and _framing() is not None
+
+    def _framed(self, data: bytes) -> np.ndarray:
+        if not self.can_frame:
+            raise CnnzooError(
+                f"frame=mnist is not available for {self.name}"
+                + ("" if self.predictor.channels == 1 else f" (it reads {self.predictor.channels} channels)")
+            )
+        return _framing()(data, self.predictor.image_size)
+
+    # --- prediction ----------------------------------------------------------------------------
+
+    def run_batch(self, images: Tensor) -> Tensor:
+        """(B, C, S, S) uint8 -> (B, classes) probabilities, float32 on the CPU (runs on the worker)."""
+        x = self._normalize(images.to(self.predictor.device).float())
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.predictor.logits(x).softmax(1).cpu()
+
+    def top(self, probs: Tensor, k: int) -> list[dict]:
+        values, indices = probs.topk(min(k, len(probs)))
+        classes = self.predictor.classes
+        return [
+            {"class": classes[i], "probability": round(v, 6)}
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+
+    # --- explanation ---------------------------------------------------------------------------
+
+    def explain(self, image: Tensor, top_k: int) -> dict:
+        """The input as the model sees it, every conv/pool layer's maps and Grad-CAM (runs on the worker)."""
+        model = self.predictor.model
+        x = self._normalize(image[None].to(self.predictor.device).float())
+        seen = image.numpy()
+        layers = []
+        for lm in feature_maps(model, x):
+            maps = lm.maps[0][:MAX_CHANNELS_SHOWN]
+            layers.append(
+                {
+                    "name": lm.name,
+                    "kind": lm.kind,
+                    "shape": list(lm.maps.shape[1:]),
+                    "image": data_url(png_bytes(map_grid(maps))),
+                }
+            )
+        cam = gradcam(model, x)
+        probs = torch.from_numpy(cam.logits[0]).softmax(0)
+        scale = max(1, 112 // max(seen.shape[-2:]))  # small inputs drawn at least 112 pixels wide
+        return {
+            "model": self.name,
+            "top": self.top(probs, top_k),
+            "input": data_url(png_bytes(seen)),
+            "input_size": list(seen.shape),
+            "layers": layers,
+            "gradcam": {
+                "layer": cam.layer,
+                "class": self.predictor.classes[cam.target[0]],
+                "overlay": data_url(png_bytes(upscale(overlay(seen, cam.maps[0]), scale))),
+                "heatmap": np.round(cam.maps[0], 3).tolist(),
+            },
+        }
+
+    def warm_up(self) -> None:
+        """One forward at batch 1 and at the largest batch, and one explanation (runs on the worker)."""
+        p = self.predictor
+        zeros = torch.zeros(
+            (self.batcher.max_batch_size, p.channels, p.image_size, p.image_size), dtype=torch.uint8
+        )
+        self.run_batch(zeros[:1])
+        self.run_batch(zeros)
+        self.explain(zeros[0], 1)
