@@ -227,33 +227,39 @@ def accuracy_on(model: nn.Module, data: ArrayDataset, image_size: int, device: s
     return evaluate_model(model, loader)["accuracy"]
 
 
-def images_per_second(model: nn.Module, x: Tensor, *, train: bool, repeats: int = 3) -> float:
-    """Images per second of a forward pass (eval, no grad) or a training step (forward, backward, SGD
-    step); the best of `repeats` timed runs after one warm-up, as the noise on a shared machine only adds."""
+def images_per_second(
+    models: dict[str, nn.Module], x: Tensor, *, train: bool, repeats: int = 3
+) -> dict[str, float]:
+    """Images per second of each model: a forward pass (eval, no grad) or a training step (forward,
+    cross-entropy, backward, SGD step). The best of `repeats` rounds after a warm-up, the models taking
+    turns within a round, so a burst of load on the shared machine hits them alike."""
     y = torch.zeros(len(x), dtype=torch.long)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3) if train else None
-    model.train(train)
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in models.items()} if train else {}
 
-    def step():
+    def step(key: str, model: nn.Module) -> None:
         if train:
             out = model(x)
             out = out[0] if isinstance(out, tuple) else out
-            loss = nn.functional.cross_entropy(out.flatten(1)[:, :1].expand(-1, 2), y.clamp(max=1))
-            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(out, y)
+            opts[key].zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            opts[key].step()
         else:
             with torch.no_grad():
                 model(x)
 
-    step()
-    best = float("inf")
+    best = dict.fromkeys(models, float("inf"))
+    for key, model in models.items():
+        model.train(train)
+        step(key, model)  # warm-up
     for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t)
-    model.eval()
-    return len(x) / best
+        for key, model in models.items():
+            t = time.perf_counter()
+            step(key, model)
+            best[key] = min(best[key], time.perf_counter() - t)
+    for model in models.values():
+        model.eval()
+    return {k: len(x) / v for k, v in best.items()}
 
 
 # --- receptive fields --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class Study:
 
 
 _STUDIES: dict[str, Study] = {}
-_MODULES = ("transfer", "lenet", "inception")  # importing each registers its study
+_MODULES = ("transfer", "lenet", "inception", "vgg_stacks")  # importing each registers its study
 
 
 def register_study(study: Study) -> Study:
