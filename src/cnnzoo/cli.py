@@ -284,7 +284,12 @@ def cmd_serve(args) -> int:
     )
     models = load_models([args.source] if args.source else [], args.model or [], device=args.device)
     stopped_by = serve(
-        models, host=args.host, port=args.port, settings=settings, access_log=not args.no_access_log
+        models,
+        host=args.host,
+        port=args.port,
+        settings=settings,
+        access_log=not args.no_access_log,
+        threads=args.threads,
     )
     return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a graceful stop, as asked
 
@@ -457,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout-ms", type=float, default=5000.0, help="a request waiting longer gets 503 (default 5000)"
     )
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    p.add_argument(
+        "--threads", type=positive_int, help="threads of the forward pass (default: all cores but one)"
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
     p.set_defaults(func=cmd_serve)
     return parser

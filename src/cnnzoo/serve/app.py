@@ -270,6 +270,8 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> Starl
         import torch
 
         def run():
+            if len(images) == 1:
+                return model.decode(images[0], frame=frame)[None]
             return torch.stack([model.decode(d, frame=frame) for d in images])
 
         try:  # small images decode in microseconds: a thread hop would cost more than it saves

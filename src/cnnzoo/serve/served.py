@@ -46,6 +46,12 @@ def _framing():
     return frame_digit
 
 
+def ranked(probs: Tensor) -> list[tuple[list[float], list[int]]]:
+    """Each row of (B, classes) probabilities sorted, highest first: [(values, class indices)]."""
+    values, indices = probs.sort(1, descending=True)
+    return list(zip(values.tolist(), indices.tolist(), strict=True))
+
+
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -71,7 +77,7 @@ class ServedModel:
         self._normalize = Normalize(meta["mean"], meta["std"], predictor.device)
         self._channels_last = bool(meta.get("channels_last"))
         self.batcher = MicroBatcher(
-            self.run_batch,
+            self.run_ranked,
             executor,
             max_batch_size=max_batch_size,
             max_delay_s=max_delay_s,
@@ -102,22 +108,27 @@ class ServedModel:
         if not data:
             raise CnnzooError("empty image: the body (or file part) has no bytes")
         try:  # the header alone: refuse a decompression bomb before any pixel is decoded
-            w, h = Image.open(io.BytesIO(data)).size
+            im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise CnnzooError(
                 f"not an image: {len(data):,} bytes in no image format this server reads (PNG, JPEG, GIF, "
                 "BMP, TIFF, WebP, ...)"
             ) from None
         except Exception:
-            w = h = 0  # a damaged header: decode_image says what is wrong, below
-        if w * h > self.max_pixels:
+            im = None  # a damaged header: the decoder says what is wrong, below
+        if im is not None and im.size[0] * im.size[1] > self.max_pixels:
+            w, h = im.size
             raise CnnzooError(
                 f"image declares {w}x{h} pixels, more than the {self.max_pixels:,} this server decodes "
                 "(a decompression bomb?)"
             )
         if frame:
             return torch.from_numpy(self._framed(data))
-        return self.predictor.to_uint8(data)
+        try:
+            im.load()  # as the decoder's own `open_image` does, so the pixels are the ones `predict` sees
+        except Exception:
+            return self.predictor.to_uint8(data)  # truncated or damaged: its error message, from the bytes
+        return self.predictor.to_uint8(im)  # the image opened once, not twice
 
     @property
     def can_frame(self) -> bool:
@@ -141,12 +152,18 @@ class ServedModel:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.predictor.logits(x).softmax(1).cpu()
 
-    def top(self, probs: Tensor, k: int) -> list[dict]:
-        values, indices = probs.topk(min(k, len(probs)))
+    def run_ranked(self, images: Tensor) -> list[tuple[list[float], list[int]]]:
+        """`run_batch`, then each row's probabilities sorted, as Python lists: sorted once per batch on
+        the worker, so a request's handler only slices its top k."""
+        return ranked(self.run_batch(images))
+
+    def top(self, row: tuple[list[float], list[int]], k: int) -> list[dict]:
+        """The first k classes of a `ranked` row, with probabilities rounded to 6 decimals."""
+        values, indices = row
         classes = self.predictor.classes
         return [
             {"class": classes[i], "probability": round(v, 6)}
-            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            for v, i in zip(values[:k], indices[:k], strict=True)
         ]
 
     # --- explanation ---------------------------------------------------------------------------
@@ -168,11 +185,11 @@ class ServedModel:
                 }
             )
         cam = gradcam(model, x)
-        probs = torch.from_numpy(cam.logits[0]).softmax(0)
+        probs = torch.from_numpy(cam.logits).softmax(1)
         scale = max(1, 112 // max(seen.shape[-2:]))  # small inputs drawn at least 112 pixels wide
         return {
             "model": self.name,
-            "top": self.top(probs, top_k),
+            "top": self.top(ranked(probs)[0], top_k),
             "input": data_url(png_bytes(seen)),
             "input_size": list(seen.shape),
             "layers": layers,
