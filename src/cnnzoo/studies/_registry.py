@@ -26,7 +26,13 @@ class Study:
 
 
 _STUDIES: dict[str, Study] = {}
-_MODULES = ("transfer", "lenet", "inception", "vgg_stacks")  # importing each registers its study
+_MODULES = (
+    "transfer",
+    "lenet",
+    "inception",
+    "vgg_stacks",
+    "degradation",
+)  # importing each registers its study
 
 
 def register_study(study: Study) -> Study:
