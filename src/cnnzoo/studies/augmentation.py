@@ -1,0 +1,326 @@
+"""`cnnzoo study augmentation`: AlexNet-style data augmentation on and off, at several training-set sizes.
+
+A. Krizhevsky, I. Sutskever, G. Hinton, "ImageNet classification with deep convolutional neural networks",
+NIPS 2012, sec. 4.1: random crops and horizontal reflections ("without this scheme, our network suffers from
+substantial overfitting") and altered intensities (PCA lighting). On grayscale 28x28 images the crops are
+2-pixel shifts (`crop=2`), the reflections `flip`, and the other manipulations LeCun's small rotations,
+scalings and shears (`affine`); all run batched in `cnnzoo.data.augment`.
+
+One model (the lecture's LeNet-5), two datasets: Fashion-MNIST, where a mirrored shirt is a shirt, and
+MNIST, where a mirrored digit is another glyph (a flipped 2 is no 2). For each training-set size and
+augmentation, several seeds; each run takes at least `min_seen` training images (many epochs of a small
+set, a few of a large one). Measured: test accuracy, accuracy on the (un-augmented) training set, and the
+gap between them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..data.base import Splits
+from ..models import create_model
+from ._common import (
+    accuracy_on,
+    fit_quiet,
+    load_results,
+    md_table,
+    mean_std,
+    new_results,
+    provenance_lines,
+    pyplot,
+    save_results,
+    subset_index,
+    train_config,
+)
+from ._registry import Study, register_study
+
+__all__ = ["run_augmentation_study", "rewrite_report", "PRESETS", "CONDITIONS", "claims"]
+
+NAME = "augmentation"
+MODEL = "lenet5"
+# "[PCA lighting] reduces the top-1 error rate by over 1%": Krizhevsky et al. 2012, sec. 4.1 (ImageNet)
+PAPER_LIGHTING_GAIN = 1.0
+CONDITIONS = {  # name -> cnnzoo augmentation string
+    "none": "none",
+    "crop": "crop=2",
+    "crop+flip": "crop=2,flip",
+    "crop+flip+affine": "crop=2,flip,affine",
+}
+DATASETS = {  # dataset -> the conditions run on it (the flip question needs only crop vs crop+flip on digits)
+    "fashion-mnist": ("none", "crop", "crop+flip", "crop+flip+affine"),
+    "mnist": ("none", "crop", "crop+flip"),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    seeds: int
+    sizes: tuple[int, ...]  # training images
+    min_seen: int  # every run sees at least this many training images...
+    max_epochs: int  # ...within this many epochs (and at least 2)
+    test_subset: int
+    batch_size: int = 128
+    lr: float = 0.05
+
+
+PRESETS = {
+    "full": Preset(seeds=3, sizes=(200, 1_000, 5_000), min_seen=6_000, max_epochs=30, test_subset=2_000),
+    "quick": Preset(seeds=1, sizes=(200, 2_000), min_seen=4_000, max_epochs=20, test_subset=1_000),
+    "tiny": Preset(seeds=1, sizes=(64, 256), min_seen=256, max_epochs=4, test_subset=128, batch_size=64),
+}
+
+
+def epochs_for(n: int, p: Preset) -> int:
+    return max(2, min(p.max_epochs, math.ceil(p.min_seen / n)))
+
+
+def _run(data: str, condition: str, n: int, seed: int, splits: Splits, test, p: Preset, device: str) -> dict:
+    train = splits.train.subset(subset_index(len(splits.train), n, seed))
+    epochs = epochs_for(len(train), p)
+    cfg = train_config(
+        model=MODEL, data=data, epochs=epochs, batch_size=min(p.batch_size, len(train)), lr=p.lr,
+        weight_decay=5e-4, seed=seed, device=device, eval_every=epochs, augment=CONDITIONS[condition],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = create_model(MODEL, num_classes=splits.info.num_classes, in_chans=1)
+    fit = fit_quiet(model, Splits(train, test), cfg, image_size=28)
+    train_acc = accuracy_on(fit.model, train, 28, device)
+    return {
+        "seed": seed,
+        "test_acc": fit.final_acc,
+        "train_acc": train_acc,
+        "gap": train_acc - fit.final_acc,
+        "epochs": epochs,
+        "seconds": fit.seconds,
+    }
+
+
+def run_augmentation_study(
+    out: str | Path = "reports/augmentation",
+    *,
+    quick: bool = False,
+    seeds: int | None = None,
+    device: str = "auto",
+    preset: str | None = None,
+) -> Path:
+    preset_name = preset or ("quick" if quick else "full")
+    p = PRESETS[preset_name]
+    seeds_flag, seeds = seeds, seeds or p.seeds
+    out = Path(out)
+    start = time.perf_counter()
+    results = new_results(NAME, preset_name, seeds, seeds_flag)
+    results["preset_config"] = asdict(p)
+    results["conditions"] = CONDITIONS
+    grid = {}
+    for data, conditions in DATASETS.items():
+        splits = load_dataset(data)
+        test = splits.test.subset(subset_index(len(splits.test), p.test_subset, 0))
+        grid[data] = {}
+        for n in p.sizes:
+            cells = {c: [] for c in conditions}
+            for seed in range(seeds):
+                for c in conditions:  # conditions take turns: load drifts hit them alike
+                    cells[c].append(_run(data, c, n, seed, splits, test, p, device))
+            grid[data][str(n)] = cells
+        results[f"test_images_{data}"] = len(test)
+    results["grid"] = grid
+    results["seconds"] = time.perf_counter() - start
+    save_results(out, results)
+    return write_report(results, out)
+
+
+def rewrite_report(out: str | Path = "reports/augmentation") -> Path:
+    return write_report(load_results(out, NAME), Path(out))
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def _m(cell: list[dict], key: str) -> tuple[float, float]:
+    return mean_std(r[key] for r in cell)
+
+
+def _verdict(diffs: list[tuple[float, float]], seeds: int, want_positive: bool = True) -> str:
+    """Held when every (difference, spread) pair has the wanted sign beyond its spread; Did not hold when
+    one has the other sign beyond it; Inconclusive otherwise, and always with one seed (no spread)."""
+    sign = 1 if want_positive else -1
+    if seeds < 2:
+        return "Inconclusive"
+    if all(sign * d > s for d, s in diffs):
+        return "Held"
+    if any(sign * d < -s for d, s in diffs):
+        return "Did not hold"
+    return "Inconclusive"
+
+
+def _diff(a: list[dict], b: list[dict], key: str) -> tuple[float, float]:
+    """mean(a) - mean(b) and the larger of the two standard deviations."""
+    (ma, sa), (mb, sb) = _m(a, key), _m(b, key)
+    return ma - mb, max(sa, sb)
+
+
+def claims(results: dict) -> list[tuple[str, str, str]]:
+    """(verdict, claim, figures) for what the grid can test."""
+    grid = results["grid"]
+    fashion, mnist = grid["fashion-mnist"], grid["mnist"]
+    sizes = list(fashion)
+    seeds = results["seeds"]
+    out = []
+    gaps = [_diff(fashion[n]["none"], fashion[n]["crop+flip"], "gap") for n in sizes]
+    out.append(
+        (
+            _verdict(gaps, seeds),
+            "crops and flips narrow the gap between training and test accuracy (Fashion-MNIST, every size)",
+            "; ".join(
+                f"{n} images: {d:+.1f} points (± {s:.1f})" for n, (d, s) in zip(sizes, gaps, strict=True)
+            ),
+        )
+    )
+    gains = [_diff(fashion[n]["crop+flip"], fashion[n]["none"], "test_acc") for n in sizes]
+    out.append(
+        (
+            _verdict(gains, seeds),
+            "crops and flips raise test accuracy (Fashion-MNIST, every size)",
+            "; ".join(
+                f"{n} images: {d:+.1f} points (± {s:.1f})" for n, (d, s) in zip(sizes, gains, strict=True)
+            ),
+        )
+    )
+    (g_small, s_small), (g_large, s_large) = gains[0], gains[-1]
+    out.append(
+        (
+            _verdict([(g_small - g_large, max(s_small, s_large))], seeds),
+            "the gain is largest with the least data",
+            f"{g_small:+.1f} points at {sizes[0]} images, {g_large:+.1f} at {sizes[-1]}",
+        )
+    )
+    flip_fashion = [_diff(fashion[n]["crop+flip"], fashion[n]["crop"], "test_acc") for n in sizes]
+    flip_mnist = [_diff(mnist[n]["crop+flip"], mnist[n]["crop"], "test_acc") for n in sizes]
+    out.append(
+        (
+            _verdict(flip_mnist, seeds, want_positive=False),
+            "flips stop helping on digits: adding them to crops lowers MNIST test accuracy",
+            "flip's effect on MNIST: "
+            + "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, flip_mnist, strict=True))
+            + "; on Fashion-MNIST: "
+            + "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, flip_fashion, strict=True)),
+        )
+    )
+    extra = [_diff(fashion[n]["crop+flip+affine"], fashion[n]["crop+flip"], "test_acc") for n in sizes]
+    out.append(
+        (
+            _verdict(extra, seeds),
+            f"other manipulations on top help further (AlexNet: PCA lighting, over {PAPER_LIGHTING_GAIN:.0f}% "
+            "top-1 on ImageNet; here: small affine distortions)",
+            "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, extra, strict=True)),
+        )
+    )
+    return out
+
+
+def _plots(results: dict, out: Path) -> list[str]:
+    plt = pyplot()
+    names = []
+    for data, cells_by_size in results["grid"].items():
+        sizes = [int(n) for n in cells_by_size]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+        for c in DATASETS[data]:
+            acc = [_m(cells_by_size[str(n)][c], "test_acc") for n in sizes]
+            gap = [_m(cells_by_size[str(n)][c], "gap") for n in sizes]
+            axes[0].errorbar(
+                sizes, [m for m, _ in acc], yerr=[s for _, s in acc], marker="o", capsize=3, label=c
+            )
+            axes[1].errorbar(
+                sizes, [m for m, _ in gap], yerr=[s for _, s in gap], marker="o", capsize=3, label=c
+            )
+        axes[0].set_ylabel("test accuracy (%)")
+        axes[1].set_ylabel("train accuracy - test accuracy (points)")
+        axes[0].set_title("test accuracy")
+        axes[1].set_title("generalisation gap")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlabel("training images (log scale)")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{MODEL} on {data}: augmentation on and off (mean ± std over seeds)", fontsize=10)
+        fig.tight_layout()
+        name = f"{data}.png"
+        fig.savefig(out / name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def write_report(results: dict, out: Path) -> Path:
+    out = Path(out)
+    p = results["preset_config"]
+    lines = ["# Augmentation: when crops and flips help, and when they stop", ""] + provenance_lines(results)
+    lines += [
+        f"Model `{MODEL}`; SGD, one-cycle lr {p['lr']}, batch {p['batch_size']}, weight decay 5e-4. Each run takes at "
+        f"least {p['min_seen']:,} training images ({', '.join(f'{n} images: {epochs_for(n, _preset(p))} epochs' for n in p['sizes'])}). "
+        "Training accuracy is measured after training, in eval mode, on the run's own training images without "
+        "augmentation; the gap is training minus test accuracy. Augmentations: "
+        + ", ".join(f"**{k}** (`{v}`)" for k, v in results["conditions"].items())
+        + ".",
+        "",
+    ]
+    for data, cells_by_size in results["grid"].items():
+        conditions = DATASETS[data]
+        lines += [f"## {data} ({results[f'test_images_{data}']:,} test images)", ""]
+        rows = []
+        for n, cells in cells_by_size.items():
+            for c in conditions:
+                (ta, ts), (tr, _), (g, gs) = (
+                    _m(cells[c], "test_acc"),
+                    _m(cells[c], "train_acc"),
+                    _m(cells[c], "gap"),
+                )
+                rows.append(
+                    [
+                        n,
+                        c,
+                        f"{tr:.1f}",
+                        f"{ta:.2f} ± {ts:.2f}",
+                        f"{g:.1f} ± {gs:.1f}",
+                        f"{_m(cells[c], 'seconds')[0]:.0f} s",
+                    ]
+                )
+        lines += md_table(
+            ["train images", "augmentation", "train acc %", "test acc %", "gap (points)", "time per run"],
+            rows,
+        )
+        lines += [f"![{data}]({data}.png)", ""]
+    lines += ["## Which claims held here", ""]
+    for verdict, claim, figures in claims(results):
+        lines.append(f"- **{verdict}**: {claim} ({figures}).")
+    lines += [
+        "",
+        "A verdict needs every difference beyond the larger standard deviation over seeds; otherwise it is "
+        "inconclusive. Raw numbers, every run: [results.json](results.json).",
+        "",
+    ]
+    _plots(results, out)
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _preset(d: dict) -> Preset:
+    return Preset(**{**d, "sizes": tuple(d["sizes"])})
+
+
+register_study(
+    Study(
+        name=NAME,
+        summary="AlexNet-style augmentation on/off at several training-set sizes: the train-test gap; flips on digits",
+        run=run_augmentation_study,
+        report=rewrite_report,
+        default_out="reports/augmentation",
+    )
+)
