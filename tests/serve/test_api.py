@@ -183,7 +183,6 @@ def test_every_bad_input_is_a_4xx_with_a_json_error_and_the_server_keeps_answeri
         ("wrong method", "get", PREDICT, {}, 405, "not allowed"),
         ("top_k zero", "post", PREDICT + "?top_k=0", dict(content=png, headers=PNG), 400, "top_k"),
         ("top_k not a number", "post", PREDICT + "?top_k=many", dict(content=png, headers=PNG), 400, "top_k"),
-        ("unknown framing", "post", PREDICT + "?frame=fancy", dict(content=png, headers=PNG), 400, "frame"),
         ("form without a file", "post", PREDICT, dict(data={"a": "b"}, files={}), 415, "content type"),
         ("multipart, no file part", "post", PREDICT,
          dict(content=b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--x--\r\n",

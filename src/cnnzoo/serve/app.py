@@ -4,7 +4,7 @@
     GET  /healthz                        alive
     GET  /readyz                         models loaded and warmed up (503 until then)
     GET  /v1/models                      name, classes, input size, accuracy, source of each model
-    POST /v1/models/{name}/predict       one image (raw bytes or multipart); ?top_k=5, ?frame=mnist
+    POST /v1/models/{name}/predict       one image (raw bytes or multipart); ?top_k=5
     POST /v1/models/{name}/predict/batch several images (multipart, one file part each)
     POST /v1/models/{name}/explain       the input as the model sees it, feature maps, Grad-CAM
     GET  /metrics                        Prometheus text
@@ -194,18 +194,15 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> Starl
             raise ApiError(404, f"unknown model {name!r} (served: {', '.join(served)})")
         return served[name]
 
-    def query_options(request: Request) -> tuple[int, bool]:
-        q = request.query_params
+    def top_k_of(request: Request) -> int:
+        text = request.query_params.get("top_k", "5")
         try:
-            top_k = int(q.get("top_k", "5"))
+            top_k = int(text)
         except ValueError:
-            raise ApiError(400, f"top_k must be a whole number, got {q.get('top_k')!r}") from None
+            raise ApiError(400, f"top_k must be a whole number, got {text!r}") from None
         if top_k < 1:
             raise ApiError(400, f"top_k must be at least 1, got {top_k}")
-        frame = q.get("frame", "")
-        if frame not in ("", "none", "mnist"):
-            raise ApiError(400, f"frame must be 'mnist' or 'none', got {frame!r}")
-        return top_k, frame == "mnist"
+        return top_k
 
     async def read_body(request: Request) -> bytes:
         limit = settings.max_body_bytes
@@ -266,13 +263,13 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> Starl
                 )
         return images
 
-    async def decode(model: ServedModel, images: list[bytes], frame: bool):
+    async def decode(model: ServedModel, images: list[bytes]):
         import torch
 
         def run():
             if len(images) == 1:
-                return model.decode(images[0], frame=frame)[None]
-            return torch.stack([model.decode(d, frame=frame) for d in images])
+                return model.decode(images[0])[None]
+            return torch.stack([model.decode(d) for d in images])
 
         try:  # small images decode in microseconds: a thread hop would cost more than it saves
             if sum(len(d) for d in images) <= 64 << 10:
@@ -311,24 +308,24 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> Starl
 
     async def predict(request: Request) -> Response:
         model = model_of(request)
-        top_k, frame = query_options(request)
-        batch = await decode(model, await uploads(request, many=False), frame)
+        top_k = top_k_of(request)
+        batch = await decode(model, await uploads(request, many=False))
         result = await forward(model, batch)
         body = {"model": model.name, "top": model.top(result.output[0], top_k)}
         return JSONResponse(body, headers=batch_headers(result))
 
     async def predict_batch(request: Request) -> Response:
         model = model_of(request)
-        top_k, frame = query_options(request)
-        batch = await decode(model, await uploads(request, many=True), frame)
+        top_k = top_k_of(request)
+        batch = await decode(model, await uploads(request, many=True))
         result = await forward(model, batch)
         body = {"model": model.name, "predictions": [{"top": model.top(row, top_k)} for row in result.output]}
         return JSONResponse(body, headers=batch_headers(result))
 
     async def explain(request: Request) -> Response:
         model = model_of(request)
-        top_k, frame = query_options(request)
-        image = (await decode(model, await uploads(request, many=False), frame))[0]
+        top_k = top_k_of(request)
+        image = (await decode(model, await uploads(request, many=False)))[0]
         if not state["ready"]:
             raise ApiError(503, "warming up: try again in a moment", retry)
         loop = asyncio.get_running_loop()

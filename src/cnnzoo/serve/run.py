@@ -59,14 +59,15 @@ def default_threads() -> int:
 
 
 def _default_source() -> str:
-    from importlib import resources
+    try:
+        from ..inference.pretrained import pretrained_entry
 
-    bundled = resources.files("cnnzoo").joinpath("assets", "pretrained")
-    if not bundled.is_dir():
+        pretrained_entry(DEFAULT_SOURCE)
+    except (ImportError, CnnzooError):
         raise CnnzooError(
-            "no bundled LeNet-5 weights in this installation: name a model to serve, e.g. "
+            f"no bundled {DEFAULT_SOURCE} weights in this installation: name a model to serve, e.g. "
             "`cnnzoo serve runs/lenet5-mnist-...` (a run folder or checkpoint; `cnnzoo train lenet5` makes one)"
-        )
+        ) from None
     return DEFAULT_SOURCE
 
 

@@ -1,9 +1,10 @@
 """One served model: a `Predictor`, its micro-batcher, and what the routes ask of it.
 
-Decoding is the training pipeline's (`Predictor.to_uint8`, the one image decoder); normalisation is the
-one `Normalize`; the forward pass is `Predictor.logits` (under `torch.inference_mode()`). So a PNG posted
-to the server gets the class `cnnzoo predict` gives it, to the bit. A drawing can ask to be framed as
-MNIST's digits were (`frame=True`: crop to the ink, fit 20x20, centre by mass in 28x28).
+Decoding is the predictor's (`Predictor.to_uint8`: the one image decoder, and for a model trained on
+MNIST-like data the framing of `cnnzoo.inference.framing`, so a drawing is cropped to the ink, fitted to
+20x20 and centred by mass in 28x28 as MNIST's digits were); normalisation is the one `Normalize`; the
+forward pass is `Predictor.logits` (under `torch.inference_mode()`). So a PNG posted to the server gets
+the class `cnnzoo predict` gives it.
 """
 
 from __future__ import annotations
@@ -35,15 +36,6 @@ def model_name(predictor) -> str:
     meta = predictor.meta
     name = "-".join(str(p) for p in (meta.get("model"), meta.get("dataset")) if p)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
-
-
-def _framing():
-    """MNIST's own preprocessing of a drawing (`cnnzoo.inference.framing`), written once there."""
-    try:
-        from ..inference.framing import frame_digit
-    except ImportError:
-        return None
-    return frame_digit
 
 
 def ranked(probs: Tensor) -> list[tuple[list[float], list[int]]]:
@@ -90,6 +82,10 @@ class ServedModel:
         """What `/v1/models` lists: name, classes, input size, accuracy, source."""
         p, meta = self.predictor, self.predictor.meta
         accuracy = meta.get("accuracy", (meta.get("metrics") or {}).get("test_acc"))
+        if accuracy is None and meta.get("pretrained"):  # bundled weights: their manifest has it
+            from ..inference.pretrained import pretrained_entry
+
+            accuracy = pretrained_entry(meta["pretrained"]).accuracy
         return {
             "name": self.name,
             "model": meta.get("model"),
@@ -98,12 +94,13 @@ class ServedModel:
             "input_size": [p.channels, p.image_size, p.image_size],
             "accuracy": accuracy,  # test accuracy in %, as the checkpoint recorded it
             "source": p.source,
-            "framing": "mnist" if self.can_frame else None,  # what ?frame= accepts
+            # how a picture is framed before the model reads it (MNIST-like training data), or None
+            "framing": framing.describe() if (framing := getattr(p, "framing", None)) is not None else None,
         }
 
     # --- decoding ------------------------------------------------------------------------------
 
-    def decode(self, data: bytes, *, frame: bool = False) -> Tensor:
+    def decode(self, data: bytes) -> Tensor:
         """Encoded image bytes as the (C, S, S) uint8 tensor the model reads. Raises `CnnzooError`."""
         if not data:
             raise CnnzooError("empty image: the body (or file part) has no bytes")
@@ -122,26 +119,11 @@ class ServedModel:
                 f"image declares {w}x{h} pixels, more than the {self.max_pixels:,} this server decodes "
                 "(a decompression bomb?)"
             )
-        if frame:
-            return torch.from_numpy(self._framed(data))
         try:
             im.load()  # as the decoder's own `open_image` does, so the pixels are the ones `predict` sees
         except Exception:
             return self.predictor.to_uint8(data)  # truncated or damaged: its error message, from the bytes
         return self.predictor.to_uint8(im)  # the image opened once, not twice
-
-    @property
-    def can_frame(self) -> bool:
-        """Whether `frame=mnist` applies: a 1-channel model, and this installation has the framing."""
-        return self.predictor.channels == 1 and _framing() is not None
-
-    def _framed(self, data: bytes) -> np.ndarray:
-        if not self.can_frame:
-            raise CnnzooError(
-                f"frame=mnist is not available for {self.name}"
-                + ("" if self.predictor.channels == 1 else f" (it reads {self.predictor.channels} channels)")
-            )
-        return _framing()(data, self.predictor.image_size)
 
     # --- prediction ----------------------------------------------------------------------------
 
