@@ -46,11 +46,17 @@ def plot_filters(model: nn.Module, path: Path, title: str) -> Path:
     return path
 
 
-def plot_feature_maps(model: nn.Module, x: Tensor, image: np.ndarray, path: Path, title: str) -> Path:
-    """One image, then every conv/pool layer's maps for it, one row per layer (up to 16 channels)."""
+def plot_feature_maps(
+    model: nn.Module, x: Tensor, image: np.ndarray, path: Path, title: str, max_layers: int = 8
+) -> Path:
+    """One image, then the conv/pool layers' maps for it, one row per layer (up to 16 channels); a deep
+    network shows `max_layers` layers spread evenly from the first to the last."""
     from ..explain import feature_maps
 
     layers = feature_maps(model, x[:1])
+    if len(layers) > max_layers:
+        keep = np.linspace(0, len(layers) - 1, max_layers).round().astype(int)
+        layers = [layers[i] for i in sorted(set(keep.tolist()))]
     cols = 1 + min(16, max(len(layer.maps[0]) for layer in layers))
     plt = pyplot()
     fig, axes = plt.subplots(len(layers), cols, figsize=(0.9 * cols, 1.0 * len(layers) + 0.8), squeeze=False)

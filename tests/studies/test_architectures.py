@@ -1,0 +1,69 @@
+"""The architectures study at a tiny size: counts for every model, MACs against torchvision's, speed, pictures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnzoo.models import list_models
+from cnnzoo.studies import architectures as study
+from cnnzoo.studies import get_study
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("architectures")
+    study.run_architectures_study(out, preset="tiny", device="cpu")
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_every_model_counted(report):
+    _, r = report
+    models = r["models"]
+    assert list(models) == list_models()
+    assert models["lenet5"]["params"] == 61_706 and models["lenet5"]["macs"] == 416_520
+    assert models["vgg16"]["params"] == 138_357_544 and models["alexnet"]["min_input"] == 63
+    assert models["googlenet"]["params_without_aux"] == 6_624_904
+    # our MAC count is what torchvision publishes as "GFLOPS", for every model it has weights of
+    for name, (_, _, gflops) in study.TORCHVISION.items():
+        assert models[name]["macs"] / 1e9 == pytest.approx(gflops, rel=5e-3), name
+
+
+def test_speed_measured_when_no_benchmark_json(report):
+    _, r = report
+    assert r["speed"]["source"].startswith("measured by the study")
+    assert set(r["speed"]["models"]) == {"lenet5", "resnet20"}
+    assert r["speed"]["models"]["lenet5"]["size"] == 28 and r["speed"]["models"]["resnet20"]["size"] == 32
+    assert all(s["forward"] > 0 and s["train"] > 0 for s in r["speed"]["models"].values())
+
+
+def test_speed_json_is_preferred(report, tmp_path):
+    rows = [
+        {"model": "vgg11", "size_kind": "small", "input": [3, 32, 32], "batch": 16, "channels_last": False, "precision": "fp32", "forward_img_s": 50.0, "train_img_s": 9.0},
+        {"model": "vgg11", "size_kind": "native", "input": [3, 224, 224], "batch": 2, "channels_last": False, "precision": "fp32", "forward_img_s": 5.0, "train_img_s": 1.0},
+        {"model": "vgg11", "size_kind": "native", "input": [3, 224, 224], "batch": 2, "channels_last": False, "precision": "bf16", "forward_img_s": 7.0, "train_img_s": 2.0},
+        {"model": "vgg16", "size_kind": "native", "input": [3, 224, 224], "batch": 2, "channels_last": False, "precision": "fp32", "skipped": "too big"},
+    ]  # fmt: skip
+    (tmp_path / "speed.json").write_text(json.dumps({"meta": {"date": "2026-12-02"}, "results": rows}))
+    speed = study.speed_from_json(tmp_path / "speed.json")
+    assert speed["models"] == {
+        "vgg11": {"forward": 5.0, "train": 1.0, "size": 224, "batch": 2, "size_kind": "native"}
+    }
+    assert study.speed_from_json(tmp_path / "missing.json") is None
+
+
+def test_spearman():
+    assert study.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert study.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_report_and_pictures(report):
+    out, r = report
+    text = (out / "README.md").read_text()
+    assert "| `vgg16` | vgg | 138,357,544 | 15.47 G at 224 |" in text
+    assert "15.3" in text and "26.2" in text and "within 0.5% for 16 of 16 models" in text
+    for f in ("accuracy.png", "speed.png", *r["pictures"]["models"]["lenet5"]["files"]):
+        assert (out / f).stat().st_size > 1000 and f"({f})" in text, f
+    (out / "README.md").unlink()
+    assert get_study("architectures").report(out).exists()
