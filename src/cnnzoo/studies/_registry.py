@@ -32,6 +32,8 @@ _MODULES = (
     "inception",
     "vgg_stacks",
     "degradation",
+    "augmentation",
+    "architectures",
 )  # importing each registers its study
 
 
