@@ -149,3 +149,11 @@ def test_cli_writes_pngs_for_every_method(lenet_source, digits, tmp_path, capsys
         == 2
     )
     assert "unknown class" in capsys.readouterr().err
+
+
+def test_gradcam_skips_a_last_stage_of_one_cell():
+    """LeNet-5 (1998)'s last stage, C5, is 120 maps of 1x1: no place to point at. Grad-CAM takes S4."""
+    model = cnnzoo.create_model("lenet5_1998").eval()
+    cam = gradcam(model, torch.randn(2, 1, 32, 32))
+    assert cam.layer == "features.8" and cam.maps.shape == (2, 32, 32)
+    assert [kind for _, kind in feature_layers(model)] == ["conv", "pool", "conv", "pool", "conv"]

@@ -118,13 +118,18 @@ def first_layer_filters(model: nn.Module) -> np.ndarray:
 
 def default_layer(model: nn.Module) -> str:
     """The last conv stage: the module whose output `forward_features` returns (`feature_info[-1]`)."""
+    return _stages(model)[-1]
+
+
+def _stages(model: nn.Module) -> list[str]:
+    """Candidate Grad-CAM layers, first to last: the stages of `feature_info`, else every conv/pool."""
     info = getattr(model, "feature_info", None)
     if info:
-        return info[-1]["module"]
-    layers = feature_layers(model)
+        return [stage["module"] for stage in info]
+    layers = [name for name, _ in feature_layers(model)]
     if not layers:
         raise CnnzooError(f"{type(model).__name__} has no convolution or pooling layer")
-    return layers[-1][0]
+    return layers
 
 
 def _targets(logits: Tensor, target: int | list[int] | None) -> Tensor:
@@ -194,11 +199,8 @@ def _unit_scale(maps: Tensor) -> np.ndarray:
     return (maps / peak).clamp(0, 1).detach().float().cpu().numpy()
 
 
-def gradcam(
-    model: nn.Module, x: Tensor, *, target: int | list[int] | None = None, layer: str | None = None
-) -> Heatmap:
-    """Grad-CAM heat maps (B, H, W) for `target` (default: the predicted class) at `layer`."""
-    layer = layer or default_layer(model)
+def _forward_at(model: nn.Module, layer: str, x: Tensor, target) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One forward and backward pass: (logits, targets, the layer's output, d score / d output)."""
     try:
         module = model.get_submodule(layer)
     except AttributeError:
@@ -217,14 +219,27 @@ def gradcam(
     hook = module.register_forward_hook(grab)
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            x = x.detach().clone()
             logits = model(x).float()
             t = _targets(logits, target)
             score = logits.gather(1, t[:, None]).sum()
-            act = seen["act"]
-            (grad,) = torch.autograd.grad(score, act)
+            (grad,) = torch.autograd.grad(score, seen["act"])
     finally:
         hook.remove()
+    return logits, t, seen["act"], grad
+
+
+def gradcam(
+    model: nn.Module, x: Tensor, *, target: int | list[int] | None = None, layer: str | None = None
+) -> Heatmap:
+    """Grad-CAM heat maps (B, H, W) for `target` (default: the predicted class) at `layer` (default: the
+    last conv stage; the one before it where that is a single 1x1 cell, as LeNet-5 (1998)'s C5 is)."""
+    x = x.detach().clone()
+    candidates = [layer] if layer else _stages(model)[::-1]
+    for i, name in enumerate(candidates):
+        logits, t, act, grad = _forward_at(model, name, x, target)
+        if act.shape[-2:] != (1, 1) or i == len(candidates) - 1:
+            break
+    layer, module = name, model.get_submodule(name)
     key = (layer, tuple(x.shape[1:]), tuple(act.shape[-2:]))
     centres = _CENTRES.setdefault(model, {}).get(key)
     if centres is None:  # measured once per model, layer and input size
