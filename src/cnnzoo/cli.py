@@ -200,13 +200,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .transfer.finetune import FinetuneConfig, finetune, finetune_train_config
+    from .transfer.finetune import FinetuneConfig, finetune
     from .transfer.freeze import parse_lr
+    from .transfer.recipe import finetune_plan
 
     lr = parse_lr(args.lr) if args.lr is not None else None
     overrides = train_overrides(args)
     overrides["lr"] = lr if isinstance(lr, float) else (lr[1] if lr else None)
-    cfg = finetune_train_config(args.data, args.model, **overrides)
     ft = FinetuneConfig(
         source=args.source,
         strategy=args.strategy,
@@ -218,7 +218,9 @@ def cmd_finetune(args) -> int:
         cache_flip=args.cache_flip,
         samples_per_class=args.samples_per_class or 0,
     )
-    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet)
+    # the recipe the transfer study measured, for this strategy and this many images; flags override it
+    ft, cfg, splits = finetune_plan(ft, args.data, **overrides)
+    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, splits=splits)
     print(
         f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
@@ -231,7 +233,16 @@ def cmd_advise(args) -> int:
     from .transfer.advise import advise
 
     splits = load_dataset(args.data, data_dir=args.data_dir)
-    advice = advise(args.source, splits, model=args.model, device=args.device, seed=args.seed)
+    advice = advise(
+        args.source,
+        splits,
+        model=args.model,
+        device=args.device,
+        seed=args.seed,
+        samples_per_class=args.samples_per_class or 0,
+        trial=args.trial or args.budget is not None,
+        budget=args.budget,
+    )
     if args.json:
         _print_json(advice.to_dict())
     else:
@@ -378,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer-decay", type=float, help="full/last:N: each group's rate is the next one's times this"
     )
     p.add_argument(
-        "--head-epochs", type=positive_int, default=3, help="gradual: epochs of the head-only phase"
+        "--head-epochs", type=positive_int, help="gradual: epochs of the head-only phase (default: a third)"
     )
     p.add_argument(
         "--train-bn", action="store_true", help="let frozen BatchNorm layers adapt their statistics"
@@ -400,7 +411,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--model", help="architecture of a bare weights file (guessed from its keys if omitted)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="seeds the probes (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the probes, the subset and the trial (default 0)"
+    )
+    p.add_argument(
+        "--samples-per-class",
+        type=positive_int,
+        help="advise for at most N training images per class (as finetune)",
+    )
+    p.add_argument(
+        "--trial",
+        action="store_true",
+        help="race the strategies on a validation split carved from the training images; recommend the winner",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds for the trial (implies --trial; default: 3 fine-tuning runs' steps)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON, with the measured figures")
     p.set_defaults(func=cmd_advise)
 

@@ -105,7 +105,9 @@ def test_advise_on_digits_and_the_json_of_the_command(source, capsys):
     assert (advice.strategy, advice.reasons) == recommend(
         advice.samples_per_class, advice.probe_source, advice.probe_random, advice.kept, advice.num_groups
     )
-    assert advice.describe().startswith(f"recommended strategy: {advice.strategy}\n  - 144 training images")
+    assert advice.describe().startswith(
+        f"recommended strategy: {advice.strategy} (by the rules)\n  - 144 training images"
+    )
 
     capsys.readouterr()
     assert main(["advise", "--from", str(source), "--data", "digits", "--device", "cpu", "--json"]) == 0

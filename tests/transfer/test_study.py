@@ -1,29 +1,48 @@
-"""The transfer study's report on hand-made results (no training): table, verdicts, advisor score."""
+"""The transfer study's report on hand-made results (no training): tables, verdicts, the advisor's scores
+in and out of sample, trial against rules, frozen BatchNorm against --train-bn; then the quick preset
+end to end."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
-from cnnzoo.studies.transfer_report import STRATEGY_ORDER, advised, advisor_score, principles, write_report
+from cnnzoo.studies.transfer_report import (
+    advised,
+    advisor_score,
+    best,
+    bn_comparison,
+    near_best,
+    principles,
+    write_report,
+)
+
+LENET = ("scratch", "head", "last:1", "last:2", "full", "gradual")
 
 
-def _row(n, means: dict[str, float], advice: dict) -> dict:
-    assert set(means) == set(STRATEGY_ORDER)
+def _row(n, means: dict[str, float], advice: dict, trial: str | None = None) -> dict:
     cells = {s: {"mean": m, "std": 0.5, "seconds": 2.0} for s, m in means.items()}
-    return {"samples_per_class": n, "cells": cells, "advice": advice}
+    row = {"samples_per_class": n, "cells": cells, "advice": {"seconds": 3.0, **advice}}
+    row["trial"] = {"winner": trial, "seconds": 10.0} if trial else None
+    return row
 
 
-def _means(scratch, head, last1, last2, full, gradual) -> dict[str, float]:
-    return dict(zip(STRATEGY_ORDER, (scratch, head, last1, last2, full, gradual), strict=True))
+def _means(*values, names=LENET) -> dict[str, float]:
+    return dict(zip(names, values, strict=True))
+
+
+def _setting(key, title, src, dst, rows, acc):
+    source = {"accuracy": acc, "command": f"cnnzoo train lenet5 --data {src}", "epochs": 10}
+    return {"key": key, "title": title, "source_data": src, "target_data": dst, "sizes": [r["samples_per_class"] for r in rows], "source": source, "source_accuracy": acc, "rows": rows}  # fmt: skip
 
 
 @pytest.fixture
 def results() -> dict:
     latin = [
-        # best gradual 77.6; the advisor's head (77.0) is within a point: near
-        _row(5, _means(30.0, 77.0, 75.0, 75.5, 70.0, 77.6), {"strategy": "head"}),
+        # best gradual 77.6; the rules' head (77.0) is within a point: near; the trial's last:1: off
+        _row(5, _means(30.0, 77.0, 75.0, 75.5, 70.0, 77.6), {"strategy": "head"}, trial="last:1"),
         # best full 96.8; the stored pick "full" is stale: re-derived from its figures it is last:2 (96.2), near
         _row(
             100,
@@ -36,57 +55,79 @@ def results() -> dict:
                 "kept": 0.95,
                 "num_groups": 4,
             },
+            trial="full",
         ),
     ]
-    digits = [_row(5, _means(21.4, 81.6, 76.6, 83.3, 86.4, 80.5), {"strategy": "full"})]  # best
-    fashion = [_row(20, _means(53.0, 57.7, 49.6, 64.7, 67.1, 60.6), {"strategy": "last:2"})]  # off
+    digits = [_row(5, _means(21.4, 81.6, 76.6, 83.3, 86.4, 80.5), {"strategy": "full"}, trial="full")]
+    fashion = [_row(20, _means(53.0, 57.7, 49.6, 64.7, 67.1, 60.6), {"strategy": "last:2"}, trial="full")]
+    greek = [_row(5, _means(20.0, 70.0, 72.0, 75.0, 74.5, 71.0), {"strategy": "head"}, trial="last:2")]
+    bn_names = ("scratch", "head", "last:1", "last:2", "full", "last:1+bn", "last:2+bn")
+    deeper = [
+        _row(5, _means(10.0, 60.0, 65.0, 66.0, 64.0, 58.0, 80.0, names=bn_names), {"strategy": "last:2"}),
+        _row(20, _means(50.0, 70.0, 80.0, 85.0, 86.0, 79.0, 84.0, names=bn_names), {"strategy": "last:2"}),
+    ]
+    calibration = [
+        _setting(
+            "latin-cyrillic", "similar source, little data", "glyphs-latin", "glyphs-cyrillic", latin, 97.5
+        ),
+        _setting("mnist-digits", "similar task, other domain", "mnist", "digits", digits, 99.01),
+        _setting("mnist-fashion", "different domain", "mnist", "fashion-mnist", fashion, 99.01),
+    ]
 
-    def setting(key, title, src, dst, rows, acc):
-        return {"key": key, "title": title, "source_data": src, "target_data": dst, "sizes": [r["samples_per_class"] for r in rows], "source_accuracy": acc, "rows": rows}  # fmt: skip
+    def grid(name, model, settings):
+        return {"name": name, "model": model, "seeds": 1, "strategies": [], "settings": settings}
 
     return {
         "preset": "quick",
-        "seeds": 1,
-        "model": "lenet5",
         "minutes": 4.2,
-        "preset_config": {
-            "seeds": 1,
-            "source_epochs": 2,
-            "min_steps": 80,
-            "max_epochs": 15,
-            "batch_size": 64,
-        },
-        "settings": [
-            setting(
-                "latin-cyrillic",
-                "similar source, little data",
-                "glyphs-latin",
-                "glyphs-cyrillic",
-                latin,
-                97.5,
-            ),
-            setting("mnist-digits", "similar task, other domain", "mnist", "digits", digits, 99.01),
-            setting("mnist-fashion", "different domain", "mnist", "fashion-mnist", fashion, 99.01),
+        "preset_config": {"min_steps": 80, "max_epochs": 15},
+        "recipe": {"rates": {"head": 0.05}, "batch_size": 64, "weight_decay": 5e-4},
+        "machine": {"cpus": 2, "threads": 1, "torch": "2.13.0"},
+        "grids": [
+            grid("calibration", "lenet5", calibration),
+            grid(
+                "held-out",
+                "lenet5",
+                [_setting("latin-greek", "another script", "glyphs-latin", "glyphs-greek", greek, 97.5)],
+            ),  # fmt: skip
+            grid(
+                "deeper",
+                "resnet20",
+                [_setting("latin-cyrillic", "little data", "glyphs-latin", "glyphs-cyrillic", deeper, 90.0)],
+            ),  # fmt: skip
         ],
     }
 
 
 def test_advised_rederives_from_the_figures(results):
-    rows = [r for s in results["settings"] for r in s["rows"]]
+    rows = [r for s in results["grids"][0]["settings"] for r in s["rows"]]
     assert [advised(r) for r in rows] == ["head", "last:2", "full", "last:2"]
 
 
-def test_advisor_score(results):
-    assert advisor_score(results) == (1, 3, 4)  # best: digits; near: digits, latin at 5 and at 100 per class
+def test_best_ignores_the_train_bn_variants(results):
+    deeper = results["grids"][2]["settings"][0]["rows"]
+    assert best(deeper[0]) == ("last:2", 66.0)  # last:1+bn (80.0) is a variant, not a candidate
+    assert near_best(deeper[0], "last:1") and not near_best(deeper[0], "full")  # 65.0 and 64.0 against 66.0
+    assert not near_best(deeper[0], "gradual")  # not measured: never near
+
+
+def test_advisor_score_rules_and_trial(results):
+    calibration = advisor_score(results["grids"][0])
+    assert calibration["rows"] == 4 and calibration["trials"] == 4
+    assert (calibration["rules_best"], calibration["rules_near"]) == (1, 3)  # near: latin 5 and 100, digits
+    assert (calibration["trial_best"], calibration["trial_near"]) == (3, 3)  # last:1 at latin 5 is off
+    assert calibration["rules_seconds"] == 3.0 and calibration["trial_seconds"] == 10.0
+    held = advisor_score(results["grids"][1])
+    assert (held["rules_near"], held["trial_near"], held["trials"]) == (0, 1, 1)
     changed = copy.deepcopy(results)
-    changed["settings"][2]["rows"][0]["advice"]["strategy"] = "full"
-    assert advisor_score(changed) == (2, 4, 4)
-    changed["settings"][0]["rows"][0]["advice"]["strategy"] = "full"  # 70.0 against 77.6: off
-    assert advisor_score(changed) == (2, 3, 4)
+    changed["grids"][0]["settings"][2]["rows"][0]["advice"]["strategy"] = "full"
+    assert advisor_score(changed["grids"][0])["rules_near"] == 4
+    deeper = advisor_score(results["grids"][2])
+    assert deeper["trials"] == 0 and deeper["trial_seconds"] == 0.0
 
 
 def test_principles(results):
-    verdicts = principles(results)
+    verdicts = principles(results["grids"][0])
     assert [held for _, held, _ in verdicts] == [True, True, True, False, True, True]
     claims = [claim for claim, _, _ in verdicts]
     assert claims[0].startswith("Similar source, little data") and "(5 per class)" in claims[0]
@@ -95,57 +136,88 @@ def test_principles(results):
     assert figures[0] == "head 77.0% vs scratch 30.0%"
     assert figures[1] == "full 70.0% vs head 77.0%"
     assert figures[2] == "best of last:N/full/gradual 96.8% vs head 92.9%"
-    # the gain over scratch grew here (40% scratch at 100 per class): that principle did not hold
     assert figures[3] == "best minus scratch: +47.6 points at 5/class, +56.8 at 100/class"
-    assert figures[4] == (
-        "best minus scratch: digits +65.0 points (5/class), fashion +14.1 points (20/class)"
-    )
+    assert figures[4] == "best minus scratch: digits +65.0 points (5/class), fashion +14.1 points (20/class)"
     assert figures[5] == "head 57.7% vs best of last:2/full/gradual 67.1% (scratch 53.0%)"
 
 
-def test_principles_need_their_settings(results):
-    only_latin = {**results, "settings": results["settings"][:1]}
-    assert len(principles(only_latin)) == 4
-    one_size = copy.deepcopy(only_latin)
-    one_size["settings"][0]["rows"] = one_size["settings"][0]["rows"][:1]
-    assert len(principles(one_size)) == 2  # no larger size to compare with
-    assert principles({**results, "settings": results["settings"][1:2]}) == []  # digits without fashion
+def test_principles_carry_over_to_the_deeper_grid(results):
+    verdicts = principles(results["grids"][2])
+    assert len(verdicts) == 4  # the latin-cyrillic principles; the deeper grid has no gradual column
+    assert verdicts[2][2] == "best of last:N/full 86.0% vs head 70.0%"
+    assert principles(results["grids"][1]) == []  # no setting the principles are about
+
+
+def test_bn_comparison(results):
+    assert bn_comparison(results["grids"][2]) == [
+        ("latin-cyrillic", 5, "last:1", 65.0, 58.0),
+        ("latin-cyrillic", 5, "last:2", 66.0, 80.0),
+        ("latin-cyrillic", 20, "last:1", 80.0, 79.0),
+        ("latin-cyrillic", 20, "last:2", 85.0, 84.0),
+    ]
+    assert bn_comparison(results["grids"][0]) == []
 
 
 def test_write_report(results, tmp_path):
     path = write_report(results, tmp_path)
-    assert path == tmp_path / "README.md"
     text = path.read_text()
-    for key in ("latin-cyrillic", "mnist-digits", "mnist-fashion"):
-        assert (tmp_path / f"{key}.png").stat().st_size > 1000
-        assert f"![{key}]({key}.png)" in text
-    assert "`cnnzoo study transfer --quick` (4.2 minutes on this machine)" in text
-    assert "## similar source, little data: glyphs-latin → glyphs-cyrillic" in text
-    assert "Source accuracy on its own test split: 99.01%." in text
-    header = "| per class | scratch | head | last:1 | last:2 | full | gradual | advisor | best |"
-    assert text.count(header) == 3
-    assert "|---|---|---|---|---|---|---|---|---|" in text
-    lines = text.splitlines()
-    expected_rows = [
-        "| 5 | 30.0 ± 0.5 (2.0 s) | 77.0 ± 0.5 (2.0 s) | 75.0 ± 0.5 (2.0 s) | 75.5 ± 0.5 (2.0 s) | "
-        "70.0 ± 0.5 (2.0 s) | **77.6 ± 0.5 (2.0 s)** | head (near) | gradual |",
-        "| 100 | 40.0 ± 0.5 (2.0 s) | 92.9 ± 0.5 (2.0 s) | 93.1 ± 0.5 (2.0 s) | 96.2 ± 0.5 (2.0 s) | "
-        "**96.8 ± 0.5 (2.0 s)** | 94.2 ± 0.5 (2.0 s) | last:2 (near) | full |",
-        "| 5 | 21.4 ± 0.5 (2.0 s) | 81.6 ± 0.5 (2.0 s) | 76.6 ± 0.5 (2.0 s) | 83.3 ± 0.5 (2.0 s) | "
-        "**86.4 ± 0.5 (2.0 s)** | 80.5 ± 0.5 (2.0 s) | full (best) | full |",
-        "| 20 | 53.0 ± 0.5 (2.0 s) | 57.7 ± 0.5 (2.0 s) | 49.6 ± 0.5 (2.0 s) | 64.7 ± 0.5 (2.0 s) | "
-        "**67.1 ± 0.5 (2.0 s)** | 60.6 ± 0.5 (2.0 s) | last:2 (off) | full |",
-    ]
-    assert [line for line in lines if line.startswith("| ") and not line.startswith("| per class")] == (
-        expected_rows
-    )
+    for name in (
+        "calibration-latin-cyrillic",
+        "calibration-mnist-digits",
+        "held-out-latin-greek",
+        "deeper-latin-cyrillic",
+    ):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+        assert f"![{name}]({name}.png)" in text
+    assert "`cnnzoo study transfer --quick` in 4.2 minutes" in text
+    assert "### similar source, little data: glyphs-latin → glyphs-cyrillic" in text
+    assert "Source: `cnnzoo train lenet5 --data mnist`: 99.01% on its own test split." in text
+    header = "| per class | scratch | head | last:1 | last:2 | full | gradual | rules | trial | best |"
+    assert text.count(header) == 4
     assert (
-        "picked the best measured strategy in 1 of 4 cases, and the best or a near-best one "
-        "(within 1 point) in 3 of 4." in text
+        "| per class | scratch | head | last:1 | last:2 | full | last:1+bn | last:2+bn | rules | trial | best |"
+        in text
     )
+    lines = text.splitlines()
+    assert (
+        "| 5 | 30.0 ± 0.5 (2.0 s) | 77.0 ± 0.5 (2.0 s) | 75.0 ± 0.5 (2.0 s) | 75.5 ± 0.5 (2.0 s) | "
+        "70.0 ± 0.5 (2.0 s) | **77.6 ± 0.5 (2.0 s)** | head (near) | last:1 (off) | gradual |"
+    ) in lines
+    assert "| calibration (lenet5) | 4 | 3/4 (75%) | 1/4 | 3.0 | 3/4 (75%) | 3/4 | 10.0 | 2.0 |" in lines
+    assert "| held-out (lenet5) | 1 | 0/1 (0%) | 0/1 | 3.0 | 1/1 (100%) | 1/1 | 10.0 | 2.0 |" in lines
+    assert "| deeper (resnet20) | 2 | 2/2 (100%) | 1/2 | 3.0 | not run | - | - | 2.0 |" in lines
+    assert "the rules picked near-best in 0 of 1 rows (0%): the goal of 80% was **not met**" in text
+    assert "| resnet20 | latin-cyrillic | 5 | last:2 | 66.0 | 80.0 | +14.0 |" in lines
+    assert "On the deeper grid (`resnet20`):" in text
     verdicts = [line for line in lines if line.startswith("- **")]
-    assert len(verdicts) == 6
-    assert sum(line.startswith("- **Held**: ") for line in verdicts) == 5
-    assert verdicts[3].startswith("- **Did not hold**: Transfer's advantage over scratch shrinks")
-    assert verdicts[3].endswith("(best minus scratch: +47.6 points at 5/class, +56.8 at 100/class)")
+    assert len(verdicts) == 6 + 4
     assert "[results.json](results.json)" in text
+
+
+def test_quick_study_end_to_end(tmp_path):
+    """Every grid, the advice and the trial on tiny budgets; a second run reuses every finished cell."""
+    from cnnzoo.cli import main
+
+    out = tmp_path / "transfer"
+    assert main(["study", "transfer", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [g["name"] for g in results["grids"]] == ["calibration", "held-out", "deeper"]
+    calibration, held, deeper = results["grids"]
+    row = calibration["settings"][0]["rows"][0]
+    assert set(row["cells"]) == {"scratch", "head", "last:1", "last:2", "last:3", "full"}
+    assert (
+        row["trial"]["winner"] in row["cells"]
+        and row["trial"]["rounds"][0]["val_acc"].keys() == row["cells"].keys()
+    )
+    assert row["advice"]["strategy"] in row["cells"] and row["advice"]["seconds"] > 0
+    assert held["settings"][0]["rows"][0]["trial"] is None  # the quick preset races on one grid only
+    assert "last:1+bn" in deeper["settings"][0]["rows"][0]["cells"]
+    assert calibration["settings"][0]["source"]["command"] == (
+        "cnnzoo train lenet5 --data mnist --epochs 1 --train-subset 2000 --batch-size 64"
+    )
+    text = (out / "README.md").read_text()
+    assert "## Deeper grid: `resnet20`" in text and "Frozen BatchNorm in inference mode" in text
+    before = (out / "results.json").read_text()
+    assert main(["study", "transfer", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["grids"] == json.loads(before)["grids"]  # every cell, advice and trial from the cache

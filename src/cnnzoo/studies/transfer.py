@@ -1,41 +1,62 @@
-"""`cnnzoo study transfer`: does the transfer-learning folklore hold? Measured on a grid.
+"""`cnnzoo study transfer`: does the transfer-learning folklore hold, and does the advisor's advice?
 
-Three settings, each a LeNet-5 pretrained on a source and transferred to a target:
+Three grids, each a set of (source -> target, images per class) rows; every row fine-tunes with every
+strategy for several seeds, asks the advisor (`cnnzoo advise`: the rules) and races the strategies
+(`cnnzoo advise --trial`):
 
-    similar source, little data    glyphs-latin  -> glyphs-cyrillic  (typed letters, unseen fonts)
-    similar task, other domain     mnist         -> digits           (handwritten 28x28 vs scanned 8x8)
-    different domain               mnist         -> fashion-mnist    (digits vs clothing)
+    calibration   LeNet-5; the grid the advisor's thresholds were chosen on:
+                  glyphs-latin -> glyphs-cyrillic, mnist -> digits, mnist -> fashion-mnist
+    held-out      LeNet-5; no threshold is ever chosen on it: other scripts (Greek), other sources
+                  (typed digits, clothing), other directions, other sizes per class
+    deeper        ResNet-20 (its stem and three stages as groups) on typed digits -> scanned digits,
+                  with frozen BatchNorm in inference mode against `--train-bn`, on little data
 
-For each number of training images per class and each strategy (scratch, head, last:1, last:2, full,
-gradual), several seeds; every cell reports the mean and spread of the final test accuracy and the
-wall time. The advisor (`cnnzoo.transfer.advise`) is asked for each setting and size, and its pick is compared with
-the best measured strategy. The report (README.md, results.json, PNG plots) is written to `out`.
+Everything runs the way a user would: the sources are `cnnzoo train MODEL --data SOURCE` (the same
+`default_config`, plus the flags the preset names), each cell is `cnnzoo finetune --from SOURCE --data
+TARGET --strategy S --samples-per-class N --seed K` (the same `finetune_plan`: the recipe), the advice
+is `cnnzoo advise --samples-per-class N [--trial]`. Accuracy is the final epoch's on the target's whole
+test split, which nothing is picked on. Finished cells are kept in OUT/.cache, so an interrupted study
+continues where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..data import load_dataset
-from ..data.base import Splits, take_per_class
-from ..engine.config import TrainConfig
+from ..data.base import Splits
+from ..engine.config import TrainConfig, default_config
 from ..engine.train import train
 from ..errors import CnnzooError
 from ..transfer.advise import advise
 from ..transfer.finetune import FinetuneConfig, finetune
+from ..transfer.recipe import MAX_EPOCHS, MIN_STEPS, describe_recipe, finetune_plan
 from ._registry import Study, register_study
 
-__all__ = ["run_transfer_study", "Setting", "PRESETS"]
+__all__ = [
+    "run_transfer_study",
+    "Setting",
+    "Grid",
+    "Preset",
+    "PRESETS",
+    "cell_plan",
+    "run_cell",
+    "pretrain_source",
+    "source_command",
+    "finetune_command",
+]
 
-STRATEGIES = ("scratch", "head", "last:1", "last:2", "full", "gradual")
-MODEL = "lenet5"
+EVAL_EVERY = 1000  # the study reports the final epoch only: it skips the per-epoch test passes
+LENET = ("scratch", "head", "last:1", "last:2", "last:3", "full")
+RESNET = (*LENET, "last:1+bn", "last:2+bn")  # "+bn": --train-bn (frozen BatchNorm adapts)
 
 
 @dataclass(frozen=True)
@@ -48,93 +69,263 @@ class Setting:
 
 
 @dataclass(frozen=True)
-class Preset:
+class Grid:
+    name: str  # calibration, held-out or deeper
+    model: str
     settings: tuple[Setting, ...]
+    strategies: tuple[str, ...]
     seeds: int
-    source_epochs: int  # pre-training epochs of each source
-    min_steps: int  # every fine-tuning run takes at least this many optimizer steps...
-    max_epochs: int  # ...within this many epochs
-    batch_size: int = 64
+    source_flags: dict = field(default_factory=dict)  # `cnnzoo train` flags beyond the defaults
+    trial: bool = True  # race the candidates on each row (`advise --trial`)
 
 
+@dataclass(frozen=True)
+class Preset:
+    grids: tuple[Grid, ...]
+    min_steps: int = MIN_STEPS  # the recipe's; only the quick preset shrinks them
+    max_epochs: int = MAX_EPOCHS
+
+
+QUICK_SOURCE = {"epochs": 1, "train_subset": 2000, "batch_size": 64}
+
+
+def _s(key, title, src, dst, *sizes) -> Setting:
+    return Setting(key, title, src, dst, tuple(sizes))
+
+
+LATIN, CYRILLIC, GREEK, TYPED = "glyphs-latin", "glyphs-cyrillic", "glyphs-greek", "glyphs-digits"
 PRESETS = {
     "full": Preset(
-        settings=(
-            Setting(
-                "latin-cyrillic",
-                "similar source, little data",
-                "glyphs-latin",
-                "glyphs-cyrillic",
-                (5, 20, 100, 0),
+        grids=(
+            Grid(
+                "calibration",
+                "lenet5",
+                (
+                    _s("latin-cyrillic", "similar source, little data", LATIN, CYRILLIC, 5, 20, 100),
+                    _s("mnist-digits", "similar task, other domain", "mnist", "digits", 5, 20, 0),
+                    _s("mnist-fashion", "different domain", "mnist", "fashion-mnist", 5, 100, 1000),
+                ),
+                (*LENET, "gradual"),
+                seeds=1,  # one seed: this 2-core machine is shared; the held-out grid gets two
             ),
-            Setting("mnist-digits", "similar task, other domain", "mnist", "digits", (5, 20, 0)),
-            Setting("mnist-fashion", "different domain", "mnist", "fashion-mnist", (5, 100, 1000)),
+            Grid(
+                "held-out",
+                "lenet5",
+                (
+                    _s("latin-greek", "another script", LATIN, GREEK, 5, 20, 100),
+                    _s("mnist-typed", "handwritten to typed digits", "mnist", TYPED, 5, 50),
+                    _s("typed-mnist", "typed to handwritten digits", TYPED, "mnist", 10),
+                    _s("typed-digits", "typed digits to scans", TYPED, "digits", 10),
+                    _s("fashion-mnist", "clothing to digits", "fashion-mnist", "mnist", 10),
+                    _s("latin-cyrillic", "calibration pair, other sizes", LATIN, CYRILLIC, 10),
+                    _s("mnist-digits", "calibration pair, other sizes", "mnist", "digits", 50),
+                    _s("mnist-fashion", "calibration pair, other sizes", "mnist", "fashion-mnist", 300),
+                ),
+                LENET,
+                seeds=2,
+            ),
+            Grid(
+                "deeper",
+                "resnet20",
+                (_s("typed-digits", "typed digits to scans", TYPED, "digits", 5, 20),),
+                RESNET,
+                seeds=1,
+                source_flags={"epochs": 4},
+            ),
         ),
-        seeds=3,
-        source_epochs=6,
-        min_steps=300,
-        max_epochs=40,
     ),
-    "quick": Preset(
-        settings=(
-            Setting(
-                "latin-cyrillic", "similar source, little data", "glyphs-latin", "glyphs-cyrillic", (5, 100)
+    "quick": Preset(  # a minute, not a measurement: every code path at tiny budgets (the test suite runs it)
+        grids=(
+            Grid(
+                "calibration",
+                "lenet5",
+                (_s("mnist-digits", "similar task, other domain", "mnist", "digits", 5),),
+                LENET,
+                seeds=1,
+                source_flags=QUICK_SOURCE,
             ),
-            Setting("mnist-digits", "similar task, other domain", "mnist", "digits", (5,)),
-            Setting("mnist-fashion", "different domain", "mnist", "fashion-mnist", (20,)),
+            Grid(
+                "held-out",
+                "lenet5",
+                (_s("mnist-digits", "calibration pair, other sizes", "mnist", "digits", 10),),
+                LENET,
+                seeds=1,
+                source_flags=QUICK_SOURCE,
+                trial=False,
+            ),
+            Grid(
+                "deeper",
+                "resnet20",
+                (_s("digits-digits", "the same data (code paths only)", "digits", "digits", 3),),
+                ("scratch", "head", "last:1", "full", "last:1+bn"),
+                seeds=1,
+                source_flags={"epochs": 1},
+                trial=False,
+            ),
         ),
-        seeds=1,
-        source_epochs=2,
-        min_steps=80,
-        max_epochs=15,
+        min_steps=6,
+        max_epochs=3,
     ),
 }
 
-# Rates: from-scratch and head-only runs can take big steps; fine-tuning pretrained layers takes small ones.
-LR = {"scratch": 0.05, "head": 0.05, "gradual": 0.05, "last:1": 0.01, "last:2": 0.01, "full": 0.01}
+
+# --- sources: `cnnzoo train MODEL --data SOURCE [flags]` ----------------------------------------------
 
 
-def _epochs(n_train: int, preset: Preset) -> int:
-    steps_per_epoch = max(1, math.ceil(n_train / preset.batch_size))
-    return max(3, min(preset.max_epochs, math.ceil(preset.min_steps / steps_per_epoch)))
+def source_config(model: str, data: str, flags: dict, device: str = "auto") -> TrainConfig:
+    """What `cnnzoo train MODEL --data DATA` with `flags` trains: the same `default_config`."""
+    return default_config(model, data, **flags, device=device)
 
 
-def pretrain_source(data: str, out: Path, epochs: int, device: str) -> Path:
-    """Train LeNet-5 on the source dataset once; reuse it when the same run already exists."""
-    run_dir = out / "sources" / f"{MODEL}-{data}-{epochs}ep"
-    if (run_dir / "best.safetensors").exists():
+def source_command(model: str, data: str, flags: dict, out: str | Path | None = None) -> str:
+    words = ["cnnzoo train", model, "--data", data]
+    words += [f"--{k.replace('_', '-')} {v}" for k, v in flags.items()]
+    return " ".join(words + ([f"--out {out}"] if out else []))
+
+
+def finetune_command(source: str, data: str, strategy: str, n: int, seed: int = 0) -> str:
+    """The `cnnzoo finetune` command of a study cell (the study also gives --eval-every 1000)."""
+    base, bn = strategy.removesuffix("+bn"), strategy.endswith("+bn")
+    words = ["cnnzoo finetune --from", source, "--data", data, "--strategy", base]
+    words += (["--samples-per-class", str(n)] if n else []) + (["--train-bn"] if bn else [])
+    return " ".join(words + ([f"--seed {seed}"] if seed else []))
+
+
+def pretrain_source(model: str, data: str, flags: dict, out: Path, device: str) -> Path:
+    """Train the source once into OUT/sources/; reuse it while its recorded configuration is the same."""
+    cfg = source_config(model, data, flags, device)
+    name = "-".join([model, data, *[f"{k}{v}" for k, v in flags.items()]])
+    run_dir = Path(out) / "sources" / name
+    wanted = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text())
+        recorded.pop("device", None)
+        done = json.loads((run_dir / "last.json").read_text())["epoch"] == cfg.epochs
+    except (OSError, ValueError, KeyError):
+        recorded, done = None, False
+    if recorded == wanted and done and (run_dir / "best.safetensors").exists():
         return run_dir
-    cfg = TrainConfig(model=MODEL, data=data, epochs=epochs, batch_size=128, lr=0.05, device=device)
+    if run_dir.exists():  # an older or unfinished source: train it again from the start
+        shutil.rmtree(run_dir)
     train(cfg, run_dir=run_dir, quiet=True)
     return run_dir
+
+
+def _source_facts(run_dir: Path) -> dict:
+    best = json.loads((run_dir / "best.json").read_text())
+    log = (run_dir / "metrics.jsonl").read_text().splitlines()
+    seconds = json.loads(log[-1]).get("time") if log else None
+    return {"accuracy": best["metrics"]["test_acc"], "epochs": best.get("epoch"), "train_seconds": seconds}
+
+
+# --- cells: `cnnzoo finetune ... --strategy S --samples-per-class N --seed K` ---------------------------
+
+
+def cell_plan(source: Path, splits: Splits, strategy: str, n: int, seed: int, preset: Preset, device: str):
+    """(ft, cfg, splits) of one cell: what `cnnzoo finetune` resolves for the same flags."""
+    base, bn = strategy.removesuffix("+bn"), strategy.endswith("+bn")
+    ft = FinetuneConfig(source=str(source), strategy=base, train_bn=bn, samples_per_class=n)
+    return finetune_plan(
+        ft,
+        splits.info.name,
+        splits=splits,
+        min_steps=preset.min_steps,
+        max_epochs=preset.max_epochs,
+        seed=seed,
+        device=device,
+        eval_every=EVAL_EVERY,
+    )
 
 
 def run_cell(
     source: Path, splits: Splits, strategy: str, n: int, seed: int, preset: Preset, device: str
 ) -> dict:
-    train_split = take_per_class(splits.train, n, seed) if n else splits.train
-    sub = Splits(train_split, splits.test)
-    epochs = _epochs(len(train_split), preset)
-    cfg = TrainConfig(
-        model=MODEL,
-        data=splits.info.name,
-        epochs=epochs,
-        batch_size=preset.batch_size,
-        lr=LR[strategy],
-        weight_decay=5e-4,
-        seed=seed,
-        device=device,
-        eval_every=1000,  # only the final accuracy is reported: skip the per-epoch test passes
-    )
-    ft = FinetuneConfig(source=str(source), strategy=strategy, head_epochs=max(1, epochs // 3))
+    ft, cfg, splits = cell_plan(source, splits, strategy, n, seed, preset, device)
     start = time.perf_counter()
-    result = finetune(ft, cfg, quiet=True, save=False, splits=sub)
+    result = finetune(ft, cfg, quiet=True, save=False, splits=splits)
     return {
         "accuracy": result.final_acc,
-        "seconds": time.perf_counter() - start,
-        "epochs": epochs,
-        "train_images": len(train_split),
+        "seconds": round(time.perf_counter() - start, 2),
+        "epochs": cfg.epochs,
     }
+
+
+class _Cache:
+    """Finished cells on disk (OUT/.cache/cells.json), keyed by everything that decides their figure."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    @staticmethod
+    def key(*parts) -> str:
+        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def get(self, key: str, compute):
+        if key not in self.data:
+            self.data[key] = compute()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data))
+            tmp.replace(self.path)
+        return self.data[key]
+
+
+def _summary(runs: list[dict]) -> dict:
+    accs = [r["accuracy"] for r in runs]
+    return {
+        "mean": statistics.fmean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "seconds": statistics.fmean(r["seconds"] for r in runs),
+        "runs": runs,
+    }
+
+
+def _advice_record(advice) -> dict:
+    """The measured figures, not just the verdict: the report re-applies `recommend` to them."""
+    keys = ("rules_strategy", "reasons", "probe_source", "probe_random", "kept", "samples_per_class")
+    record = {k: getattr(advice, k) for k in keys}
+    record.update(strategy=advice.rules_strategy, num_groups=advice.num_groups, seconds=advice.seconds)
+    record.update(ambiguous=advice.ambiguous, trial_estimate_seconds=advice.trial_seconds)
+    return record
+
+
+def _row(grid: Grid, setting: Setting, source: Path, splits: Splits, n: int, seeds: int, ctx) -> dict:
+    preset, device, cache, bar = ctx
+    fingerprint = (grid.model, str(source), _source_stamp(source), setting.target_data, n, preset.min_steps)
+    cells = {}
+    for strategy in grid.strategies:
+        runs = []
+        for seed in range(seeds):
+            ft, cfg, _ = cell_plan(source, splits, strategy, n, seed, preset, device)
+            key = cache.key("cell", fingerprint, asdict(ft), cfg.to_dict())
+            runs.append(
+                cache.get(key, lambda s=strategy, k=seed: run_cell(source, splits, s, n, k, preset, device))
+            )
+            bar.update(1)
+        cells[strategy] = _summary(runs)
+
+    def ask():
+        a = advise(
+            str(source),
+            splits,
+            device=device,
+            seed=0,
+            samples_per_class=n,
+            trial=grid.trial,
+            min_steps=preset.min_steps,
+            max_epochs=preset.max_epochs,
+        )
+        return {"advice": _advice_record(a), "trial": a.trial}
+
+    asked = cache.get(cache.key("advice", fingerprint, grid.trial), ask)
+    return {"samples_per_class": n or "all", "cells": cells, **asked}
+
+
+def _source_stamp(run_dir: Path) -> str:
+    """Changes when the source is retrained (so cached cells of an older source are not reused)."""
+    meta = json.loads((run_dir / "best.json").read_text())
+    return json.dumps(meta.get("metrics"), sort_keys=True)
 
 
 def rewrite_report(out: str | Path = "reports/transfer") -> Path:
@@ -154,60 +345,82 @@ def run_transfer_study(
     seeds: int | None = None,
     device: str = "auto",
 ) -> Path:
-    preset = PRESETS["quick" if quick else "full"]
-    seeds = seeds or preset.seeds
+    """Run every grid of the preset (`--seeds` replaces each grid's seed count) and write the report."""
+    name = "quick" if quick else "full"
+    preset = PRESETS[name]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = {"preset": "quick" if quick else "full", "seeds": seeds, "model": MODEL, "settings": []}
-    cells = sum(len(s.sizes) for s in preset.settings) * len(STRATEGIES) * seeds
+    cache = _Cache(out / ".cache" / f"cells-{name}.json")
+    cells = sum(
+        len(s.sizes) * len(g.strategies) * (seeds or g.seeds) for g in preset.grids for s in g.settings
+    )
     bar = tqdm(total=cells, desc="transfer study", unit="run")
-    for setting in preset.settings:
-        source = pretrain_source(setting.source_data, out, preset.source_epochs, device)
-        source_acc = json.loads((source / "best.json").read_text())["metrics"]["test_acc"]
-        splits = load_dataset(setting.target_data)
-        rows = []
-        for n in setting.sizes:
-            row = {"samples_per_class": n or "all", "cells": {}}
-            for strategy in STRATEGIES:
-                runs = []
-                for seed in range(seeds):
-                    runs.append(run_cell(source, splits, strategy, n, seed, preset, device))
-                    bar.update(1)
-                accs = [r["accuracy"] for r in runs]
-                row["cells"][strategy] = {
-                    "mean": statistics.fmean(accs),
-                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                    "seconds": statistics.fmean(r["seconds"] for r in runs),
-                    "runs": runs,
+    results = {"preset": name, "recipe": describe_recipe(), "grids": []}
+    for grid in preset.grids:
+        n_seeds = seeds or grid.seeds
+        settings = []
+        for setting in grid.settings:
+            source = pretrain_source(grid.model, setting.source_data, grid.source_flags, out, device)
+            splits = load_dataset(setting.target_data)
+            rows = [
+                _row(grid, setting, source, splits, n, n_seeds, (preset, device, cache, bar))
+                for n in setting.sizes
+            ]
+            settings.append(
+                {
+                    **asdict(setting),
+                    "source": {
+                        **_source_facts(source),
+                        "command": source_command(grid.model, setting.source_data, grid.source_flags),
+                        "path": str(source),
+                    },
+                    "source_accuracy": _source_facts(source)["accuracy"],
+                    "rows": rows,
                 }
-            sub = Splits(take_per_class(splits.train, n, 0) if n else splits.train, splits.test)
-            advice = advise(str(source), sub, device=device, seed=0)
-            # the measured figures, not just the verdict: the report re-applies `recommend` to them
-            row["advice"] = {
-                "strategy": advice.strategy,
-                "reasons": advice.reasons,
-                "probe_source": advice.probe_source,
-                "probe_random": advice.probe_random,
-                "kept": advice.kept,
-                "samples_per_class": advice.samples_per_class,
-                "num_groups": advice.num_groups,
+            )
+        results["grids"].append(
+            {
+                "name": grid.name,
+                "model": grid.model,
+                "seeds": n_seeds,
+                "strategies": list(grid.strategies),
+                "source_flags": grid.source_flags,
+                "trial": grid.trial,
+                "settings": settings,
             }
-            rows.append(row)
-        results["settings"].append({**asdict(setting), "source_accuracy": source_acc, "rows": rows})
+        )
     bar.close()
     results["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    results["preset_config"] = {k: v for k, v in asdict(preset).items() if k != "settings"}
+    results["preset_config"] = {"min_steps": preset.min_steps, "max_epochs": preset.max_epochs}
+    results["machine"] = _machine()
     (out / "results.json").write_text(json.dumps(results, indent=2))
     from .transfer_report import write_report
 
     return write_report(results, out)
 
 
+def _machine() -> dict:
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "load_average": [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
 register_study(
     Study(
         name="transfer",
-        summary="does the transfer-learning folklore hold? strategies x data size x source similarity",
+        summary="does the transfer-learning folklore hold, and the advisor out of sample? strategies x data x source",
         run=run_transfer_study,
         report=rewrite_report,
         default_out="reports/transfer",

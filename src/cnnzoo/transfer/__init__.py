@@ -14,6 +14,7 @@ from .freeze import (
     trainable_groups,
     unfreeze,
 )
+from .recipe import finetune_plan
 from .sources import (
     LoadedSource,
     LoadReport,
@@ -23,6 +24,7 @@ from .sources import (
     load_source,
     map_timm_names,
 )
+from .trial import Trial, race
 
 __all__ = [
     "Advice",
@@ -30,6 +32,9 @@ __all__ = [
     "advise",
     "extract_features",
     "finetune",
+    "finetune_plan",
+    "race",
+    "Trial",
     "recommend",
     "train_linear_head",
     "LoadReport",

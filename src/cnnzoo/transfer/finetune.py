@@ -39,27 +39,20 @@ from ..errors import CnnzooError
 from ..models import create_model, model_info
 from .features import extract_features, train_linear_head
 from .freeze import freeze, param_groups, parse_strategy_groups, unfreeze
+from .recipe import gradual_head_epochs
 from .sources import load_source
 
 __all__ = [
     "FinetuneConfig",
     "finetune",
-    "finetune_train_config",
     "check_target_data",
     "source_loaders",
+    "target_splits",
     "STRATEGIES",
-    "FINETUNE_DEFAULTS",
 ]
 
 STRATEGIES = ("head", "last:N", "full", "gradual", "scratch")
-# Fine-tuning starts from trained weights: fewer epochs and gentler rates than training from scratch.
-FINETUNE_DEFAULTS = dict(epochs=10, lr=0.01, batch_size=64, augment="none")
-
-
-def finetune_train_config(data: str, model: str | None = None, **overrides) -> TrainConfig:
-    """The training settings of a fine-tuning run: `FINETUNE_DEFAULTS`, then `overrides` that are not None."""
-    settings = {**FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(model=model or "(from the source)", data=data, **settings)
+# The default epochs, rates and batch size of each strategy: `recipe.py` (`finetune_plan`).
 
 
 @dataclass(frozen=True)
@@ -69,12 +62,14 @@ class FinetuneConfig:
     model: str | None = None  # architecture of a bare weights file (guessed from its keys if None)
     lr_range: tuple[float, float] | None = None  # (stem, head) rates, spread geometrically
     layer_decay: float | None = None  # head at lr, each group before it x layer_decay
-    head_epochs: int = 3  # gradual: epochs of the head-only phase
+    head_epochs: int | None = None  # gradual: epochs of the head-only phase (None: a third of the epochs)
     train_bn: bool = False  # let frozen BatchNorm layers adapt their statistics
     cache_flip: bool = False  # head: also cache features of mirrored images
     samples_per_class: int = 0  # keep at most this many training images per class; 0 = all
 
     def __post_init__(self):
+        if self.head_epochs is not None and self.head_epochs < 1:
+            raise CnnzooError(f"head epochs must be positive, got {self.head_epochs}")
         if not (self.strategy in ("head", "full", "gradual", "scratch") or self.strategy.startswith("last:")):
             raise CnnzooError(
                 f"unknown strategy {self.strategy!r}: use head, last:N, full, gradual or scratch"
@@ -107,9 +102,7 @@ def finetune(
     from ..data import load_dataset
 
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
-    splits = apply_train_subset(splits, cfg)
-    if ft.samples_per_class:
-        splits = Splits(take_per_class(splits.train, ft.samples_per_class, cfg.seed), splits.test)
+    splits = target_splits(splits, cfg, ft.samples_per_class)
     check_target_data(splits)
     info = splits.info
     if ft.cache_flip and not info.flip:
@@ -152,7 +145,8 @@ def finetune(
     if ft.strategy == "head":
         return _head_only(model, loaders, cfg, ctx, ft.cache_flip)
     if ft.strategy == "gradual":
-        _head_only(model, loaders, replace(cfg, epochs=ft.head_epochs), ctx, ft.cache_flip)
+        head_epochs = ft.head_epochs or gradual_head_epochs(cfg.epochs)
+        _head_only(model, loaders, replace(cfg, epochs=head_epochs), ctx, ft.cache_flip)
         unfreeze(model)
         groups = param_groups(model, _gradual_rates(ft, cfg), ft.layer_decay)
         return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
@@ -160,6 +154,15 @@ def finetune(
     freeze(model, spec, train_bn=ft.train_bn)
     groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
     return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+
+
+def target_splits(splits: Splits, cfg: TrainConfig, samples_per_class: int = 0) -> Splits:
+    """The training images a run sees: `cfg.train_subset` drawn at random, then at most `samples_per_class`
+    per class (both seeded by `cfg.seed`); the test split stays whole."""
+    splits = apply_train_subset(splits, cfg)
+    if samples_per_class:
+        splits = Splits(take_per_class(splits.train, samples_per_class, cfg.seed), splits.test)
+    return splits
 
 
 def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float, float]:
@@ -211,11 +214,16 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
     train_loader.set_epoch(0)
     amp = autocast_dtype(cfg.precision, next(model.parameters()).device)
     train_feats = extract_features(model, train_loader, flip=cache_flip, amp=amp)
-    test_feats = extract_features(model, test_loader, amp=amp)
+    # the head's per-epoch test figures only where some epoch before the last is evaluated (--eval-every)
+    test_feats = extract_features(model, test_loader, amp=amp) if cfg.eval_every < cfg.epochs else None
     log = RunLog(ctx.run_dir, enabled=ctx.writes)
-    result = train_linear_head(head, train_feats, test_feats, cfg, log=log.write)
+    result = train_linear_head(
+        head, train_feats, test_feats, cfg, log=lambda r: r["epoch"] < cfg.epochs and log.write(r)
+    )
     metrics = evaluate_model(model, test_loader)  # the whole model, images in: what a user will run
-    record = {**result.history[-1], "test_acc": metrics["accuracy"], "trainable_groups": trainable}
+    final = {"test_loss": metrics["loss"], "test_acc": metrics["accuracy"]}
+    record = {**result.history[-1], **final, "trainable_groups": trainable}
+    log.write(record)  # the last epoch, with the whole model's figures
     if ctx.writes:
         meta = {**ctx.meta, "epoch": cfg.epochs, "metrics": record}
         save_checkpoint(ctx.run_dir, "last", model, meta)
@@ -225,7 +233,7 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
             f"head on cached features: {len(train_feats[1]):,} vectors of {train_feats[0].shape[1]}, "
             f"{cfg.epochs} epochs, test accuracy {metrics['accuracy']:.2f}%"
         )
-    history = [{**r, "test_acc": r.get("test_acc")} for r in result.history]
+    history = [{**r, "test_acc": r.get("test_acc")} for r in result.history[:-1]] + [record]
     return TrainResult(
         ctx.run_dir,
         metrics["accuracy"],  # the saved head is the last epoch's: report what the checkpoint scores
