@@ -23,6 +23,8 @@ class Study:
     run: Callable[..., Path]  # run(out, *, quick, seeds, device) -> the report written
     report: Callable[[str | Path], Path]  # re-render the report from out/results.json, no training
     default_out: str
+    # results.json -> (verdict, one line of finding) for reports/README.md (`studies/_index.py`)
+    finding: Callable[[dict], tuple[str, str]] | None = None
 
 
 _STUDIES: dict[str, Study] = {}

@@ -38,6 +38,7 @@ from ._common import (
     subset_index,
     train_config,
 )
+from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_architectures_study", "rewrite_report", "PRESETS", "TORCHVISION", "PUBLISHED", "spearman"]
@@ -511,7 +512,21 @@ def write_report(results: dict, out: Path) -> Path:
     _plots(results, out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
+
+
+def finding(results: dict) -> tuple[str, str]:
+    models = results["models"]
+    names = [n for n in TORCHVISION if n in models]
+    agree = sum(abs(models[n]["macs"] / 1e9 / TORCHVISION[n][2] - 1) < 0.005 for n in names)
+    acc = [TORCHVISION[n][0] for n in names]
+    rho_m = spearman(acc, [models[n]["macs"] for n in names])
+    rho_p = spearman(acc, [_inference_params(models[n]) for n in names])
+    return "counted and measured", (
+        f"{len(models)} models; our MACs equal torchvision's GFLOPS for {agree} of {len(names)}; ImageNet top-1 "
+        f"(torchvision) rank-correlates {rho_m:.2f} with MACs, {rho_p:.2f} with parameters; speed: {results['speed']['source']}"
+    )
 
 
 register_study(
@@ -521,5 +536,6 @@ register_study(
         run=run_architectures_study,
         report=rewrite_report,
         default_out="reports/architectures",
+        finding=finding,
     )
 )

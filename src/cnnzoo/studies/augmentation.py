@@ -38,6 +38,7 @@ from ._common import (
     subset_index,
     train_config,
 )
+from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_augmentation_study", "rewrite_report", "PRESETS", "CONDITIONS", "claims"]
@@ -308,11 +309,21 @@ def write_report(results: dict, out: Path) -> Path:
     _plots(results, out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
 
 
 def _preset(d: dict) -> Preset:
     return Preset(**{**d, "sizes": tuple(d["sizes"])})
+
+
+def finding(results: dict) -> tuple[str, str]:
+    c = claims(results)
+    verdicts = [v for v, *_ in c]
+    counts = ", ".join(
+        f"{verdicts.count(v)} {v.lower()}" for v in ("Held", "Did not hold", "Inconclusive") if v in verdicts
+    )
+    return f"{counts} (of {len(c)})", "; ".join(f"{v}: {claim}" for v, claim, _ in c)
 
 
 register_study(
@@ -322,5 +333,6 @@ register_study(
         run=run_augmentation_study,
         report=rewrite_report,
         default_out="reports/augmentation",
+        finding=finding,
     )
 )

@@ -43,6 +43,7 @@ from ._common import (
     subset_index,
     train_config,
 )
+from ._index import refresh_index
 from ._pictures import batch_of
 from ._registry import Study, register_study
 
@@ -320,7 +321,13 @@ def write_report(results: dict, out: Path) -> Path:
     _plots(results, out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
+
+
+def finding(results: dict) -> tuple[str, str]:
+    v, figures = verdict(results)
+    return v, "; ".join(figures) + f" (final training error, {results['preset_config']['epochs']} epochs)"
 
 
 register_study(
@@ -330,5 +337,6 @@ register_study(
         run=run_degradation_study,
         report=rewrite_report,
         default_out="reports/degradation",
+        finding=finding,
     )
 )

@@ -37,6 +37,7 @@ from ._common import (
     pyplot,
     save_results,
 )
+from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_inception_study", "rewrite_report", "PaperInception", "PRESETS", "branch_costs"]
@@ -523,7 +524,19 @@ def write_report(results: dict, out: Path) -> Path:
     _plots(results, out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
+
+
+def finding(results: dict) -> tuple[str, str]:
+    s, v = results["sizes"], results["variants"]
+    ratio = s["alexnet2012"] / s["googlenet"]
+    red, naive = v["reduced"]["total"], v["naive"]["total"]
+    return ("Held" if ratio >= PAPER_RATIO - 0.5 else "Did not hold (12x)"), (
+        f"GoogLeNet has {ratio:.1f}x fewer parameters than AlexNet, not the quoted {PAPER_RATIO}x; inception3a without "
+        f"1x1 reductions has {naive['params'] / red['params']:.1f}x the parameters and {naive['macs'] / red['macs']:.1f}x "
+        f"the MACs; branch receptive fields measured = computed (1, 3, 5, 3)"
+    )
 
 
 register_study(
@@ -533,5 +546,6 @@ register_study(
         run=run_inception_study,
         report=rewrite_report,
         default_out="reports/inception",
+        finding=finding,
     )
 )

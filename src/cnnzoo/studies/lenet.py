@@ -39,6 +39,7 @@ from ._common import (
     save_results,
     subset_index,
 )
+from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_lenet_study", "rewrite_report", "PRESETS", "parameter_table"]
@@ -492,7 +493,29 @@ def write_report(results: dict, out: Path) -> Path:
     lines += ["Raw numbers, every run and epoch: [results.json](results.json).", ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
+
+
+def finding(results: dict) -> tuple[str, str]:
+    """The index's line: the counts, and the test errors against the paper's."""
+    t, p = results["parameters"], results["preset_config"]
+    counts = t["lecture_total"] == LECTURE_TOTAL and t["paper_total"] == PAPER_TRAINABLE
+    errors = ", ".join(
+        f"{k} {mean_std(s['test_error'] for s in r['seeds'])[0]:.2f}%" for k, r in results["runs"].items()
+    )
+    reached = [ok for _, ok, _ in verdicts(results)]
+    verdict = ("counts held" if counts else "counts did not hold") + (
+        "; error held"
+        if all(reached)
+        else ("; error partly held" if any(reached) else "; error did not hold")
+    )
+    return verdict, (
+        f"parameters {t['lecture_total']:,} (lecture) and {t['paper_total']:,} (1998), the differences explained by "
+        f"C3's table, trainable subsampling and the fixed RBF; MNIST test error {errors} against the paper's "
+        f"{PAPER_TEST_ERROR}% ({PAPER_TEST_ERROR_DISTORTED}% distorted), after {p['epochs']} epochs on "
+        f"{p['train_subset'] or 60_000:,} images"
+    )
 
 
 register_study(
@@ -502,5 +525,6 @@ register_study(
         run=run_lenet_study,
         report=rewrite_report,
         default_out="reports/lenet",
+        finding=finding,
     )
 )

@@ -43,6 +43,7 @@ from ._common import (
     subset_index,
     train_config,
 )
+from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_vgg_stacks_study", "rewrite_report", "StackNet", "stack", "KINDS", "PRESETS"]
@@ -393,7 +394,22 @@ def write_report(results: dict, out: Path) -> Path:
     _plots(results, out)
     path = out / "README.md"
     path.write_text("\n".join(lines))
+    refresh_index(out)
     return path
+
+
+def finding(results: dict) -> tuple[str, str]:
+    c = claims(results)
+    rf = [v for v, *_ in c[:2]]
+    acc = [v for v, *_ in c[2:]]
+    w = results["per_channel_pair"]["weights"]
+    return (
+        f"RF/weights {'held' if set(rf) == {'Held'} else 'did not hold'}; accuracy: {', '.join(a.lower() for a in acc)}"
+    ), (
+        f"{w['3x3x2']} vs {w['5x5']} and {w['3x3x3']} vs {w['7x7']} weights per channel pair with the same measured "
+        f"receptive field; accuracy (3x3x2 vs 5x5, 3x3x3 vs 7x7, ReLU vs linear x2): "
+        + "; ".join(f for *_, f in c[2:])
+    )
 
 
 register_study(
@@ -403,5 +419,6 @@ register_study(
         run=run_vgg_stacks_study,
         report=rewrite_report,
         default_out="reports/vgg-stacks",
+        finding=finding,
     )
 )

@@ -1,0 +1,45 @@
+"""The study registry and reports/README.md, the index written from each study's results.json."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from cnnzoo.studies import get_study, list_studies
+from cnnzoo.studies._index import MARKER, refresh_index, write_index
+
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
+NAMES = ["architectures", "augmentation", "degradation", "inception", "lenet", "transfer", "vgg-stacks"]
+
+
+def test_every_study_is_registered_with_a_finding():
+    assert list_studies() == NAMES
+    for name in NAMES:
+        study = get_study(name)
+        assert study.default_out == f"reports/{name}"
+        assert (study.finding is not None) == (name != "transfer")  # transfer's line is made by the index
+
+
+def test_index_lists_every_study(tmp_path):
+    (tmp_path / "transfer").mkdir()
+    for f in ("results.json", "README.md"):
+        shutil.copy(REPORTS / "transfer" / f, tmp_path / "transfer" / f)
+    text = write_index(tmp_path).read_text()
+    assert MARKER in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| study")]
+    assert len(rows) == len(NAMES)
+    transfer = next(r for r in rows if "`transfer`" in r)
+    assert "claims held in its report" in transfer and "(transfer/README.md)" in transfer
+    assert sum("| not run |" in r for r in rows) == len(NAMES) - 1
+
+
+def test_refresh_only_rewrites_its_own_index(tmp_path):
+    (tmp_path / "lenet").mkdir()
+    foreign = tmp_path / "README.md"
+    foreign.write_text("someone else's notes\n")
+    refresh_index(tmp_path / "lenet")
+    assert foreign.read_text() == "someone else's notes\n"
+    write_index(tmp_path)
+    foreign.write_text(foreign.read_text() + "\nstale line\n")
+    refresh_index(tmp_path / "lenet")
+    assert "stale line" not in foreign.read_text()
