@@ -130,8 +130,8 @@ def test_principles(results):
     verdicts = principles(results["grids"][0])
     assert [held for _, held, _ in verdicts] == [True, True, True, False, True, True]
     claims = [claim for claim, _, _ in verdicts]
-    assert claims[0].startswith("Similar source, little data") and "(5 per class)" in claims[0]
-    assert "With more data (100 per class)" in claims[2]
+    assert claims[0].startswith("glyphs-latin → glyphs-cyrillic, 5 per class: with a similar source")
+    assert claims[2].startswith("glyphs-latin → glyphs-cyrillic, 100 per class: with more data")
     figures = [f for _, _, f in verdicts]
     assert figures[0] == "head 77.0% vs scratch 30.0%"
     assert figures[1] == "full 70.0% vs head 77.0%"
@@ -145,7 +145,8 @@ def test_principles_carry_over_to_the_deeper_grid(results):
     verdicts = principles(results["grids"][2])
     assert len(verdicts) == 4  # the latin-cyrillic principles; the deeper grid has no gradual column
     assert verdicts[2][2] == "best of last:N/full 86.0% vs head 70.0%"
-    assert principles(results["grids"][1]) == []  # no setting the principles are about
+    held = principles(results["grids"][1])  # latin-greek, one size: the two little-data principles
+    assert [held for _, held, _ in held] == [True, False]  # head 70.0 > scratch 20.0; full 74.5 > head + 1
 
 
 def test_bn_comparison(results):
@@ -190,7 +191,15 @@ def test_write_report(results, tmp_path):
     assert "| resnet20 | latin-cyrillic | 5 | last:2 | 66.0 | 80.0 | +14.0 |" in lines
     assert "On the deeper grid (`resnet20`):" in text
     verdicts = [line for line in lines if line.startswith("- **")]
-    assert len(verdicts) == 6 + 4
+    assert len(verdicts) == 6 + 2 + 4
+    assert (
+        "cnnzoo train lenet5 --data glyphs-latin --out runs/latin   # 97.50% on its own test split" in lines
+    )
+    assert (
+        "cnnzoo finetune --from runs/latin --data glyphs-cyrillic --strategy last:2 --samples-per-class 5   "
+        "# 75.5% (75.5 ± 0.5)"
+    ) in lines
+    assert "- held-out: `lenet5`, 1 source/target pair(s), 1 rows, 1 seed(s), strategies ." in lines
     assert "[results.json](results.json)" in text
 
 
