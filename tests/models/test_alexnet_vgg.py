@@ -211,7 +211,7 @@ def test_forward_is_head_of_features(name, real_models):
         feats = model.forward_features(x)
         torch.testing.assert_close(model(x), model.forward_head(feats))
         pre = model.forward_head(feats, pre_logits=True)
-        assert pre.shape == (2, model.num_features) == (2, 4096)
+        assert pre.shape == (2, model.head_hidden_size) == (2, 4096)  # timm: num_features is 256/512
         torch.testing.assert_close(model.get_classifier()(pre), model(x))
 
 

@@ -5,13 +5,11 @@ TensorFlow ports whose weights torchvision publishes. The attribute names `conv`
 so its GoogLeNet and Inception v3 state dicts load unchanged.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BasicConv2d", "init_trunc_normal_", "new_linear_like"]
+__all__ = ["BasicConv2d", "init_trunc_normal_", "new_linear", "new_linear_like"]
 
 _Size = int | tuple[int, int]
 
@@ -62,6 +60,11 @@ def init_trunc_normal_(model: nn.Module, std: float, overrides: dict[str, float]
 
 def new_linear_like(old: nn.Linear, out_features: int, std: float) -> nn.Linear:
     """A fresh linear layer with `old`'s inputs, device and dtype, initialised by `init_trunc_normal_`."""
-    new = nn.Linear(old.in_features, out_features, device=old.weight.device, dtype=old.weight.dtype)
+    return new_linear(old.in_features, out_features, std, like=old.weight)
+
+
+def new_linear(in_features: int, out_features: int, std: float, like: torch.Tensor) -> nn.Linear:
+    """A fresh linear layer on `like`'s device and dtype, initialised by `init_trunc_normal_`."""
+    new = nn.Linear(in_features, out_features, device=like.device, dtype=like.dtype)
     init_trunc_normal_(new, std)
     return new

@@ -7,8 +7,6 @@ as `max_pool2d` does; in eval mode it calls `max_pool2d` itself (so tools that t
 such as `cnnzoo summary`'s receptive fields, see an ordinary pooling layer).
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,6 +51,7 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(kernel_size=2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and torch.is_grad_enabled():
+        # the autograd.Function is Python only: TorchScript compiles the standard op alone
+        if self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return max_pool_2x2(x)
         return F.max_pool2d(x, 2)

@@ -1,25 +1,49 @@
-"""The one contract every cnnzoo model follows (after timm's), written once.
+"""The one contract every cnnzoo model follows (after timm's and torchvision's), written once.
 
     forward(x) == forward_head(forward_features(x))
-    forward_head(x, pre_logits=True) -> the `num_features`-wide vector the classifier reads
-    get_classifier() -> the last layer; reset_classifier(n) swaps it for a fresh one with n outputs
+    forward_features(x) -> the last feature map, `num_features` channels
+    forward_head(x, pre_logits=True) -> the `head_hidden_size`-wide vector the classifier reads
+        (`num_features` after global pooling; the hidden fc width for LeNet, AlexNet and VGG)
+    get_classifier() -> the last layer; reset_classifier(n) swaps it for a fresh one with n outputs;
+        n = 0 makes it `nn.Identity`, so `forward` gives the pre-logits vector (timm's convention);
+        reset_classifier(0, global_pool="") keeps the unpooled map where the head pools globally
+    forward_intermediates(x, indices) -> per-stage feature maps, described by `feature_info`
     group_matcher() -> ordered {group name: [module-name prefixes]}, stem first, "head" last
+    pretrained_cfg -> input size, mean/std, first conv and classifier module names (timm's keys)
 
-Freezing, layer-wise learning rates and feature caching (`cnnzoo.transfer`) rely only on this.
-A subclass sets `num_features` and `classifier_path` (dotted name of the final layer) and
-implements `forward_features`, `forward_head` and `group_matcher`.
+Freezing, layer-wise learning rates, feature caching and loading foreign weights (`cnnzoo.transfer`)
+rely only on this. A subclass sets `num_features`, `head_hidden_size`, `classifier_path` and
+`first_conv` (dotted module names), `feature_info` (via `set_feature_info`) and implements
+`forward_features`, `forward_head` and `group_matcher`.
+
+Every model compiles with `torch.jit.script`, traces with `torch.fx.symbolic_trace`, exports with
+`torch.export` (dynamic batch) and to ONNX. That is why this module does not use
+`from __future__ import annotations` (TorchScript reads the annotations as types, not strings), why heads
+loop over their `nn.Sequential` instead of slicing it (a slice is a new module, unknown to FX), and why
+training-only fast paths are guarded by `torch.jit.is_scripting()`.
 """
 
-from __future__ import annotations
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["ZooModel", "group_of", "parameter_groups"]
+__all__ = ["FeatureListNet", "ZooModel", "feature_indices", "group_of", "parameter_groups", "pool_stages"]
 
 
 class ZooModel(nn.Module):
-    num_features: int
+    num_classes: int
+    num_features: int  # channels of forward_features' output (timm's meaning)
+    head_hidden_size: int  # width of forward_head(x, pre_logits=True)
     classifier_path: str = "fc"  # dotted module name of the final layer
+    first_conv: str = "conv1"  # dotted module name of the first convolution
+    global_pool: str = "avg"  # "" keeps the map (models whose head pools globally, with num_classes=0)
+    # Python-side metadata that TorchScript need not (and cannot) type
+    __jit_ignored_attributes__ = ["pretrained_cfg", "feature_info", "default_cfg"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.global_pool = "avg"  # an instance attribute: TorchScript does not see class attributes
 
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> feature map
         raise NotImplementedError
@@ -33,21 +57,140 @@ class ZooModel(nn.Module):
     def group_matcher(self) -> dict[str, list[str]]:
         raise NotImplementedError
 
+    # --- classifier ------------------------------------------------------------------------------
+
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_path)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final layer by a freshly initialised one with `num_classes` outputs."""
-        self._set_submodule(self.classifier_path, self._new_classifier(num_classes))
+    def classifier_names(self) -> tuple[str, ...]:
+        """Every module whose outputs are the classes: the classifier, plus auxiliary ones (Inception)."""
+        return (self.classifier_path,)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the final layer by a freshly initialised one with `num_classes` outputs.
+
+        `num_classes=0` puts `nn.Identity` there: the model then outputs its pre-logits features.
+        `global_pool="avg"` or `""` (no pooling: the (B, C, H, W) map) where the head pools globally.
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (no classifier) or more, got {num_classes}")
+        if global_pool is not None:
+            self.set_global_pool(global_pool, num_classes)
+        elif self.global_pool == "" and num_classes > 0:
+            raise ValueError("a classifier needs pooled features: pass global_pool='avg' as well")
+        new = self._new_classifier(num_classes) if num_classes > 0 else nn.Identity()
+        self._set_submodule(self.classifier_path, new)
         self.num_classes = num_classes
+        if hasattr(self, "pretrained_cfg"):
+            self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
+
+    def set_global_pool(self, global_pool: str, num_classes: int) -> None:
+        pooled = type(self).global_pool_options()
+        if global_pool not in pooled:
+            raise ValueError(
+                f"{type(self).__name__} takes global_pool in {pooled}, got {global_pool!r}"
+                + ("" if "" in pooled else " (its head flattens a fixed-size map, it does not pool globally)")
+            )
+        if global_pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' keeps the (B, C, H, W) map, which no linear classifier reads: "
+                             "use num_classes=0 with it")  # fmt: skip
+        self.global_pool = global_pool
+
+    @classmethod
+    def global_pool_options(cls) -> tuple[str, ...]:
+        return ("avg",)
 
     def _new_classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes)
+        return nn.Linear(self.head_hidden_size, num_classes)
 
     def _set_submodule(self, path: str, module: nn.Module) -> None:
         parent_path, _, child = path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
         setattr(parent, child, module)
+
+    # --- per-stage features ----------------------------------------------------------------------
+
+    def set_feature_info(self, stages: list[tuple[str, int, int]]) -> None:
+        """[(module name, channels, reduction)]: the modules whose outputs are the stages' feature maps,
+        in forward order; the last one's output is `forward_features`' output."""
+        self.feature_info = [{"module": m, "num_chs": c, "reduction": r} for m, c, r in stages]
+
+    @torch.jit.unused
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        intermediates_only: bool = False,
+        output_fmt: str = "NCHW",
+    ) -> Any:
+        """Per-stage feature maps (timm's signature): `indices` an int n (the last n stages), a list of
+        stage indices (negative from the end), or None (all). Returns `(final features, [maps])`, or the
+        maps alone with `intermediates_only`. The maps are the outputs of `feature_info`'s modules."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r}: only NCHW is produced")
+        take = feature_indices(len(self.feature_info), indices)
+        names = [self.feature_info[i]["module"] for i in take]
+        found: dict[str, Tensor] = {}
+        hooks = [
+            self.get_submodule(name).register_forward_hook(
+                lambda _m, _i, out, name=name: found.__setitem__(name, out)
+            )
+            for name in dict.fromkeys(names)
+        ]
+        try:
+            final = self.forward_features(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        maps = [found[name] for name in names]
+        return maps if intermediates_only else (final, maps)
+
+
+def pool_stages(seq: nn.Sequential, prefix: str) -> list[tuple[str, int, int]]:
+    """`set_feature_info` stages of a plain conv/pool stack: one ending at each pooling layer, with the
+    channels of the last convolution before it and the product of the strides so far."""
+    stages, chans, reduction = [], 0, 1
+    for i, m in enumerate(seq):
+        if isinstance(m, nn.Conv2d):
+            chans, reduction = m.out_channels, reduction * m.stride[0]
+        elif isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+            stride = m.stride if isinstance(m.stride, int) else m.stride[0]
+            reduction *= stride
+            stages.append((f"{prefix}.{i}", chans, reduction))
+    return stages
+
+
+def feature_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Stage indices in 0..n-1 for timm's `indices` argument (an int takes the last ones)."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"indices={indices}: the model has {n} stages")
+        return list(range(n - indices, n))
+    out = []
+    for i in indices:
+        if not -n <= i < n:
+            raise ValueError(f"stage index {i} out of range: the model has {n} stages")
+        out.append(i % n)
+    return out
+
+
+class FeatureListNet(nn.Module):
+    """`create_model(name, features_only=True)`: forward returns the per-stage maps as a list.
+
+    The wrapped model keeps its names under `model.` (its classifier is `nn.Identity`); `feature_info`
+    describes the maps returned (module, channels, reduction).
+    """
+
+    def __init__(self, model: ZooModel, out_indices: int | list[int] | tuple[int, ...] | None = None):
+        super().__init__()
+        self.model = model
+        self.out_indices = feature_indices(len(model.feature_info), out_indices)
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)
 
 
 def group_of(param_name: str, groups: dict[str, list[str]]) -> str | None:

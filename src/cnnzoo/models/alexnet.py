@@ -6,12 +6,10 @@ A. Krizhevsky, "One weird trick for parallelizing convolutional neural networks"
 (the one-tower variant with 64-192-384-256-256 channels that torchvision ships as `alexnet`).
 """
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor, nn
 
-from ._base import ZooModel
+from ._base import ZooModel, pool_stages
 from ._registry import register_model
 
 __all__ = ["AlexNet", "AlexNet2012", "alexnet", "alexnet2012"]
@@ -28,17 +26,17 @@ class _AlexNetBase(ZooModel):
     """What both AlexNets share: `features` -> `avgpool` (to 6x6) -> 7-module `classifier`, last at 6."""
 
     classifier_path = "classifier.6"
-    features: nn.Sequential
-    avgpool: nn.Module
-    classifier: nn.Sequential
+    first_conv = "features.0"  # subclasses set `features`, `avgpool` (to 6x6) and `classifier`
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)  # (B, 256, 6, 6) at 224
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (B, 9216)
-        x = self.classifier[:6](x)  # (B, 4096)
-        return x if pre_logits else self.classifier[6](x)
+        for i, layer in enumerate(self.classifier):  # the hidden layers (B, 4096), then the classifier
+            if i < 6 or not pre_logits:
+                x = layer(x)
+        return x
 
     def group_matcher(self) -> dict[str, list[str]]:
         """conv1..conv5 (each conv layer), fc1, fc2, head: read off the layers, so no index is typed twice."""
@@ -59,7 +57,7 @@ class AlexNet(_AlexNetBase):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5):
         super().__init__()
-        self.num_classes, self.num_features = num_classes, 4096
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 256, 4096
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),  # (B, 64, 27, 27)
             nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),  # (B, 192, 13, 13)
@@ -73,6 +71,7 @@ class AlexNet(_AlexNetBase):
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
             nn.Linear(4096, num_classes),
         )  # fmt: skip
+        self.set_feature_info(pool_stages(self.features, "features"))
 
 
 class AlexNet2012(_AlexNetBase):
@@ -101,7 +100,7 @@ class AlexNet2012(_AlexNetBase):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5):
         super().__init__()
-        self.num_classes, self.num_features = num_classes, 4096
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 256, 4096
 
         def lrn() -> nn.LocalResponseNorm:  # section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75
             return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
@@ -119,6 +118,7 @@ class AlexNet2012(_AlexNetBase):
             nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )  # fmt: skip
+        self.set_feature_info(pool_stages(self.features, "features"))
         self._init_as_paper()
 
     def _init_as_paper(self) -> None:

@@ -19,15 +19,14 @@ pool adaptively to 4x4, so they add no constraint of their own. (At 15 the last 
 there needs batch >= 2: BatchNorm needs more than one value per channel.)
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BasicConv2d, init_trunc_normal_, new_linear_like
+from ..layers import BasicConv2d, init_trunc_normal_
+from ..layers.conv_bn import new_linear
 from ._base import ZooModel
 from ._registry import register_model
 
@@ -61,10 +60,15 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def imagenet_to_unit_range(x: Tensor) -> Tensor:
-    """Undo ImageNet mean/std normalisation and rescale to [-1, 1]: x * std / 0.5 + (mean - 0.5) / 0.5."""
-    scale = x.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1) / 0.5
-    shift = (x.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1) - 0.5) / 0.5
-    return x * scale + shift
+    """Undo ImageNet mean/std normalisation and rescale to [-1, 1]: x * std / 0.5 + (mean - 0.5) / 0.5.
+
+    Channel by channel with literal constants (`_IMAGENET_MEAN`, `_IMAGENET_STD`), so TorchScript, FX and
+    ONNX see plain arithmetic.
+    """
+    r = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+    g = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+    b = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+    return torch.cat([r, g, b], 1)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -117,6 +121,7 @@ class GoogLeNet(ZooModel):
     """
 
     classifier_path = "fc"
+    first_conv = "conv1.conv"
 
     def __init__(
         self,
@@ -130,7 +135,7 @@ class GoogLeNet(ZooModel):
         super().__init__()
         if transform_input and in_chans != 3:
             raise ValueError(f"transform_input needs in_chans=3 (ImageNet-normalised RGB), got {in_chans}")
-        self.num_classes, self.num_features = num_classes, 1024
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 1024, 1024
         self.aux_logits, self.transform_input, self.drop_rate = aux_logits, transform_input, drop_rate
 
         self.conv1 = BasicConv2d(in_chans, 64, 7, stride=2, padding=3)
@@ -150,6 +155,10 @@ class GoogLeNet(ZooModel):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
+        self.set_feature_info(
+            [("conv1", 64, 2), ("conv3", 192, 4), ("inception3b", 480, 8), ("inception4e", 832, 16),
+             ("inception5b", 1024, 32)]
+        )  # fmt: skip
         init_trunc_normal_(self, INIT_STD)
 
     def _trunk(self, x: Tensor, with_aux: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -160,9 +169,13 @@ class GoogLeNet(ZooModel):
         x = self.maxpool2(self.conv3(self.conv2(x)))  # (B, 192, H/8, W/8)
         x = self.maxpool3(self.inception3b(self.inception3a(x)))  # (B, 480, H/16, W/16)
         x = self.inception4a(x)  # (B, 512, H/16, W/16)
-        aux1 = self.aux1(x) if with_aux else None
+        aux1: Tensor | None = None
+        if with_aux and self.aux1 is not None:
+            aux1 = self.aux1(x)
         x = self.inception4d(self.inception4c(self.inception4b(x)))  # (B, 528, H/16, W/16)
-        aux2 = self.aux2(x) if with_aux else None
+        aux2: Tensor | None = None
+        if with_aux and self.aux2 is not None:
+            aux2 = self.aux2(x)
         x = self.maxpool4(self.inception4e(x))  # (B, 832, H/32, W/32)
         x = self.inception5b(self.inception5a(x))  # (B, 1024, H/32, W/32)
         return x, aux1, aux2
@@ -171,24 +184,39 @@ class GoogLeNet(ZooModel):
         return self._trunk(x, with_aux=False)[0]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))  # (B, 1024)
+        if self.global_pool == "avg":  # "" (with num_classes=0) keeps the (B, 1024, H, W) map
+            x = torch.flatten(self.avgpool(x), 1)
+        x = self.dropout(x)  # (B, 1024)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
-        with_aux = self.training and self.aux_logits
-        x, aux1, aux2 = self._trunk(x, with_aux)
-        logits = self.forward_head(x)
-        return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
+        # training with the auxiliary heads is eager-only: a scripted model returns the logits alone
+        if self.training and self.aux_logits and not torch.jit.is_scripting():
+            x, aux1, aux2 = self._trunk(x, True)
+            return GoogLeNetOutputs(self.forward_head(x), aux2, aux1)
+        return self.forward_head(self.forward_features(x))
+
+    @classmethod
+    def global_pool_options(cls) -> tuple[str, ...]:
+        return ("avg", "")
+
+    def classifier_names(self) -> tuple[str, ...]:
+        return ("fc", "aux1.fc2", "aux2.fc2") if self.aux_logits else ("fc",)
 
     def _new_classifier(self, num_classes: int) -> nn.Module:
-        return new_linear_like(self.fc, num_classes, INIT_STD)
+        return new_linear(self.head_hidden_size, num_classes, INIT_STD, like=self.conv1.conv.weight)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """New `fc` and, when present, new `aux1.fc2` and `aux2.fc2`, all with `num_classes` outputs."""
-        super().reset_classifier(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New `fc` and, when present, new `aux1.fc2` and `aux2.fc2`, all with `num_classes` outputs
+        (`nn.Identity` for 0: the auxiliary heads then output their 1024-wide hidden layer)."""
+        super().reset_classifier(num_classes, global_pool)
         for aux in (self.aux1, self.aux2):
             if aux is not None:
-                aux.fc2 = new_linear_like(aux.fc2, num_classes, INIT_STD)
+                aux.fc2 = (
+                    new_linear(aux.fc1.out_features, num_classes, INIT_STD, like=aux.fc1.weight)
+                    if num_classes > 0
+                    else nn.Identity()
+                )
 
     def group_matcher(self) -> dict[str, list[str]]:
         groups = {
@@ -203,7 +231,8 @@ class GoogLeNet(ZooModel):
         return groups
 
 
-@register_model(family="inception", input_size=224, min_size=15, paper=PAPER)
+# torchvision's weights of this TF port expect (x - 0.5) / 0.5 (see `imagenet_to_unit_range`)
+@register_model(family="inception", input_size=224, min_size=15, paper=PAPER, mean=(0.5,) * 3, std=(0.5,) * 3)
 def googlenet(
     *, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True, transform_input: bool = False
 ) -> GoogLeNet:

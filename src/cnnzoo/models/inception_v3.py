@@ -16,15 +16,14 @@ smallest size at which both modes run. (Training at 75 also needs batch >= 2: th
 BatchNorm needs more than one value per channel.)
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BasicConv2d, init_trunc_normal_, new_linear_like
+from ..layers import BasicConv2d, init_trunc_normal_
+from ..layers.conv_bn import new_linear
 from ._base import ZooModel
 from ._registry import register_model
 from .googlenet import imagenet_to_unit_range
@@ -105,9 +104,8 @@ class InceptionC(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        d = x
-        for i in range(1, 6):
-            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        d = self.branch7x7dbl_3(self.branch7x7dbl_2(self.branch7x7dbl_1(x)))
+        d = self.branch7x7dbl_5(self.branch7x7dbl_4(d))
         return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg3(x))], 1)
 
 
@@ -181,6 +179,7 @@ class InceptionV3(ZooModel):
     """
 
     classifier_path = "fc"
+    first_conv = "Conv2d_1a_3x3.conv"
 
     def __init__(
         self,
@@ -193,7 +192,7 @@ class InceptionV3(ZooModel):
         super().__init__()
         if transform_input and in_chans != 3:
             raise ValueError(f"transform_input needs in_chans=3 (ImageNet-normalised RGB), got {in_chans}")
-        self.num_classes, self.num_features = num_classes, 2048
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 2048, 2048
         self.aux_logits, self.transform_input, self.drop_rate = aux_logits, transform_input, drop_rate
 
         self.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, 3, stride=2)
@@ -218,6 +217,10 @@ class InceptionV3(ZooModel):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
+        self.set_feature_info(
+            [("Conv2d_2b_3x3", 64, 2), ("Conv2d_4a_3x3", 192, 4), ("Mixed_5d", 288, 8), ("Mixed_6e", 768, 16),
+             ("Mixed_7c", 2048, 32)]
+        )  # fmt: skip
         init_trunc_normal_(self, INIT_STD, AUX_INIT_STD)
 
     def _trunk(self, x: Tensor, with_aux: bool) -> tuple[Tensor, Tensor | None]:
@@ -229,7 +232,9 @@ class InceptionV3(ZooModel):
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(self.maxpool2(x))))  # (B, 288, 35, 35)
         x = self.Mixed_6a(x)  # (B, 768, 17, 17)
         x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))  # (B, 768, 17, 17)
-        aux = self.AuxLogits(x) if with_aux else None
+        aux: Tensor | None = None
+        if with_aux and self.AuxLogits is not None:
+            aux = self.AuxLogits(x)
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))  # (B, 2048, 8, 8)
         return x, aux
 
@@ -237,23 +242,39 @@ class InceptionV3(ZooModel):
         return self._trunk(x, with_aux=False)[0]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))  # (B, 2048)
+        if self.global_pool == "avg":  # "" (with num_classes=0) keeps the (B, 2048, H, W) map
+            x = torch.flatten(self.avgpool(x), 1)
+        x = self.dropout(x)  # (B, 2048)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
-        with_aux = self.training and self.aux_logits
-        x, aux = self._trunk(x, with_aux)
-        logits = self.forward_head(x)
-        return InceptionOutputs(logits, aux) if with_aux else logits
+        # training with the auxiliary head is eager-only: a scripted model returns the logits alone
+        if self.training and self.aux_logits and not torch.jit.is_scripting():
+            x, aux = self._trunk(x, True)
+            return InceptionOutputs(self.forward_head(x), aux)
+        return self.forward_head(self.forward_features(x))
+
+    @classmethod
+    def global_pool_options(cls) -> tuple[str, ...]:
+        return ("avg", "")
+
+    def classifier_names(self) -> tuple[str, ...]:
+        return ("fc", "AuxLogits.fc") if self.aux_logits else ("fc",)
 
     def _new_classifier(self, num_classes: int) -> nn.Module:
-        return new_linear_like(self.fc, num_classes, INIT_STD)
+        return new_linear(self.head_hidden_size, num_classes, INIT_STD, like=self.Conv2d_1a_3x3.conv.weight)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """New `fc` and, when present, a new `AuxLogits.fc`, both with `num_classes` outputs."""
-        super().reset_classifier(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New `fc` and, when present, a new `AuxLogits.fc`, both with `num_classes` outputs (`nn.Identity`
+        for 0: the auxiliary head then outputs its 768-wide pooled features)."""
+        super().reset_classifier(num_classes, global_pool)
         if self.AuxLogits is not None:
-            self.AuxLogits.fc = new_linear_like(self.AuxLogits.fc, num_classes, AUX_INIT_STD["AuxLogits.fc"])
+            like = self.AuxLogits.conv1.conv.weight
+            self.AuxLogits.fc = (
+                new_linear(768, num_classes, AUX_INIT_STD["AuxLogits.fc"], like=like)
+                if num_classes > 0
+                else nn.Identity()
+            )
 
     def group_matcher(self) -> dict[str, list[str]]:
         groups = {
@@ -268,7 +289,10 @@ class InceptionV3(ZooModel):
         return groups
 
 
-@register_model(family="inception", input_size=299, min_size=299, paper=PAPER)
+# torchvision's weights of this TF-slim port expect (x - 0.5) / 0.5
+@register_model(
+    family="inception", input_size=299, min_size=299, paper=PAPER, mean=(0.5,) * 3, std=(0.5,) * 3
+)
 def inception_v3(
     *, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True, transform_input: bool = False
 ) -> InceptionV3:

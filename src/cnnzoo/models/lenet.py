@@ -4,8 +4,6 @@ Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-based learning applied to 
 recognition", Proc. IEEE 86(11), 1998.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +17,16 @@ __all__ = ["LeNet5", "LeNet5_1998", "lenet5", "lenet5_1998"]
 PAPER = "LeCun et al. 1998, Gradient-based learning applied to document recognition"
 
 
+@torch.fx.wrap  # one node in an FX graph: its check on the input's size is not traceable control flow
+def pad_to(x: Tensor, size: int) -> Tensor:
+    """Zero-pad (B, C, h, w) to (B, C, size, size), centred; a larger image is an error."""
+    h, w = x.shape[-2], x.shape[-1]
+    if h > size or w > size:
+        raise ValueError(f"LeNet-5 takes images up to {size}x{size}, got {h}x{w}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return F.pad(x, [left, size - w - left, top, size - h - top])
+
+
 class PadTo(nn.Module):
     """Zero-pad a smaller image to `size` x `size` (MNIST's 28x28 -> LeNet's 32x32)."""
 
@@ -27,11 +35,7 @@ class PadTo(nn.Module):
         self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        if h > self.size or w > self.size:
-            raise ValueError(f"LeNet-5 takes images up to {self.size}x{self.size}, got {h}x{w}")
-        top, left = (self.size - h) // 2, (self.size - w) // 2
-        return F.pad(x, (left, self.size - w - left, top, self.size - h - top))
+        return pad_to(x, self.size)
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -45,13 +49,14 @@ class LeNet5(ZooModel):
     """conv5x5 1->6, pool, conv5x5 6->16, pool, fc 400->120->84->classes: 61,706 parameters at 10 classes."""
 
     classifier_path = "classifier.4"
+    first_conv = "features.1"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"):
         super().__init__()
         if activation not in _ACTIVATIONS or pool not in _POOLS:
             raise ValueError(f"activation in {list(_ACTIVATIONS)}, pool in {list(_POOLS)}")
         act, pool_cls = _ACTIVATIONS[activation], _POOLS[pool]
-        self.num_classes, self.num_features = num_classes, 84
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 16, 84
         self.features = nn.Sequential(
             PadTo(32),
             nn.Conv2d(in_chans, 6, 5),
@@ -66,13 +71,17 @@ class LeNet5(ZooModel):
             nn.Linear(120, 84), act(),
             nn.Linear(84, num_classes),
         )  # fmt: skip
+        self.set_feature_info([("features.3", 6, 2), ("features.6", 16, 4)])
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.classifier[:4](torch.flatten(x, 1))
-        return x if pre_logits else self.classifier[4](x)
+        x = torch.flatten(x, 1)  # (B, 400)
+        for i, layer in enumerate(self.classifier):  # fc1, act, fc2, act: (B, 84); then the classifier
+            if i < 4 or not pre_logits:
+                x = layer(x)
+        return x
 
     def group_matcher(self) -> dict[str, list[str]]:
         return {
@@ -123,7 +132,7 @@ class PartialConv(nn.Module):
 
     def __init__(self, table=C3_TABLE, kernel_size: int = 5):
         super().__init__()
-        self.table = table
+        self.table = [list(ins) for ins in table]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(1, len(ins), kernel_size, kernel_size)) for ins in table
         )
@@ -132,7 +141,9 @@ class PartialConv(nn.Module):
             nn.init.uniform_(w, -2.4 / w[0].numel(), 2.4 / w[0].numel())
 
     def forward(self, x: Tensor) -> Tensor:
-        maps = [F.conv2d(x[:, list(ins)], w) for ins, w in zip(self.table, self.weights, strict=True)]
+        maps: list[Tensor] = []
+        for i, w in enumerate(self.weights):
+            maps.append(F.conv2d(x[:, self.table[i]], w))  # reads only the S2 maps its row lists
         return torch.cat(maps, 1) + self.bias.view(1, -1, 1, 1)
 
 
@@ -170,10 +181,11 @@ class LeNet5_1998(ZooModel):
     """
 
     classifier_path = "output"
+    first_conv = "features.1"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1):
         super().__init__()
-        self.num_classes, self.num_features = num_classes, 84
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 120, 84
         self.features = nn.Sequential(
             PadTo(32),
             nn.Conv2d(in_chans, 6, 5), ScaledTanh(),  # C1 (B, 6, 28, 28)
@@ -184,16 +196,19 @@ class LeNet5_1998(ZooModel):
         )  # fmt: skip
         self.f6 = nn.Sequential(nn.Linear(120, 84), ScaledTanh())
         self.output = EuclideanRBF(84, num_classes)
+        self.set_feature_info([("features.4", 6, 2), ("features.8", 16, 4), ("features.10", 120, 32)])
 
     def _new_classifier(self, num_classes: int) -> nn.Module:
-        return EuclideanRBF(self.num_features, num_classes)
+        return EuclideanRBF(self.head_hidden_size, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.f6(torch.flatten(x, 1))
-        return x if pre_logits else -self.output(x)
+        if pre_logits or self.num_classes == 0:  # num_classes 0: `output` is nn.Identity
+            return x
+        return -self.output(x)
 
     def group_matcher(self) -> dict[str, list[str]]:
         return {
@@ -207,7 +222,11 @@ class LeNet5_1998(ZooModel):
         }
 
 
-@register_model(family="lenet", input_size=28, min_size=28, paper=PAPER, in_chans=1, num_classes=10)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)  # the data LeNet-5 was made for
+_LENET = dict(family="lenet", paper=PAPER, in_chans=1, num_classes=10, mean=MNIST_MEAN, std=MNIST_STD)
+
+
+@register_model(**_LENET, input_size=28, min_size=28)
 def lenet5(
     *, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"
 ) -> LeNet5:
@@ -215,7 +234,7 @@ def lenet5(
     return LeNet5(num_classes=num_classes, in_chans=in_chans, activation=activation, pool=pool)
 
 
-@register_model(family="lenet", input_size=32, min_size=28, paper=PAPER, in_chans=1, num_classes=10)
+@register_model(**_LENET, input_size=32, min_size=28)
 def lenet5_1998(*, num_classes: int = 10, in_chans: int = 1) -> LeNet5_1998:
     """LeNet-5 exactly as LeCun et al. 1998 published it (see `LeNet5_1998`)."""
     return LeNet5_1998(num_classes=num_classes, in_chans=in_chans)

@@ -13,8 +13,6 @@ CIFAR models (`CifarResNet`) are the paper's 6n+2 layer nets: a 3x3 conv, three 
 ResNet-20 and its plain twin (`shortcut=False`, the paper's degradation experiment) have the same weights.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -136,7 +134,7 @@ class PadShortcut(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x[:, :, :: self.stride, :: self.stride]  # (B, C, ceil(H/s), ceil(W/s))
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_chans))  # (B, C + extra, H', W')
+        return F.pad(x, [0, 0, 0, 0, 0, self.extra_chans])  # (B, C + extra, H', W')
 
 
 class CifarBlock(nn.Module):
@@ -213,7 +211,7 @@ class ResNet(ZooModel):
     ):
         super().__init__()
         e = block.expansion
-        self.num_classes, self.num_features = num_classes, 512 * e
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 512 * e, 512 * e
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -224,6 +222,10 @@ class ResNet(ZooModel):
         self.layer4 = _stage(block, 256 * e, 512, layers[3], stride=2)  # (B, 512e, H/32, W/32)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.num_features, num_classes)
+        self.set_feature_info(
+            [("relu", 64, 2), ("layer1", 64 * e, 4), ("layer2", 128 * e, 8), ("layer3", 256 * e, 16),
+             ("layer4", 512 * e, 32)]
+        )  # fmt: skip
         _init_weights(self, zero_init_residual)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -231,8 +233,13 @@ class ResNet(ZooModel):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        if self.global_pool == "avg":  # "" (with num_classes=0) keeps the (B, C, H, W) map
+            x = torch.flatten(self.avgpool(x), 1)
         return x if pre_logits else self.fc(x)
+
+    @classmethod
+    def global_pool_options(cls) -> tuple[str, ...]:
+        return ("avg", "")
 
     def group_matcher(self) -> dict[str, list[str]]:
         stages = {f"layer{i}": [f"layer{i}"] for i in range(1, 5)}
@@ -259,7 +266,7 @@ class CifarResNet(ZooModel):
             raise ValueError("zero_init_residual needs shortcuts: a plain net would output a constant")
         n = (depth - 2) // 6
         self.depth, self.has_shortcuts = depth, shortcut
-        self.num_classes, self.num_features = num_classes, 64
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 64, 64
         self.conv1 = conv3x3(in_chans, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)  # (B, 16, 32, 32)
@@ -268,6 +275,7 @@ class CifarResNet(ZooModel):
         self.layer3 = _stage(CifarBlock, 32, 64, n, stride=2, shortcut=shortcut)  # (B, 64, 8, 8)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
+        self.set_feature_info([("relu", 16, 1), ("layer1", 16, 1), ("layer2", 32, 2), ("layer3", 64, 4)])
         _init_weights(self, zero_init_residual)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -275,8 +283,13 @@ class CifarResNet(ZooModel):
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        if self.global_pool == "avg":  # "" (with num_classes=0) keeps the (B, C, H, W) map
+            x = torch.flatten(self.avgpool(x), 1)
         return x if pre_logits else self.fc(x)
+
+    @classmethod
+    def global_pool_options(cls) -> tuple[str, ...]:
+        return ("avg", "")
 
     def group_matcher(self) -> dict[str, list[str]]:
         stages = {f"stage{i}": [f"layer{i}"] for i in range(1, 4)}
@@ -292,7 +305,16 @@ def _resnet(
 # --- builders: ImageNet -----------------------------------------------------------------------
 
 _IMAGENET = dict(family="resnet", input_size=224, min_size=MIN_SIZE, paper=PAPER)
-_CIFAR = dict(family="resnet", input_size=32, min_size=MIN_SIZE, paper=PAPER, num_classes=10)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # the CIFAR-10 nets' data
+_CIFAR = dict(
+    family="resnet",
+    input_size=32,
+    min_size=MIN_SIZE,
+    paper=PAPER,
+    num_classes=10,
+    mean=CIFAR_MEAN,
+    std=CIFAR_STD,
+)
 
 
 @register_model(**_IMAGENET)

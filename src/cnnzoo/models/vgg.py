@@ -5,12 +5,10 @@ ICLR 2015 (arXiv:1409.1556). Module names and shapes match torchvision's `vgg*` 
 with strict=True; the `_bn` variants (a BatchNorm after every convolution) are not in the paper.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor, nn
 
-from ._base import ZooModel
+from ._base import ZooModel, pool_stages
 from ._registry import register_model
 
 __all__ = [
@@ -86,6 +84,7 @@ class VGG(ZooModel):
     """
 
     classifier_path = "classifier.6"
+    first_conv = "features.0"
 
     def __init__(
         self,
@@ -97,7 +96,7 @@ class VGG(ZooModel):
     ):
         super().__init__()
         self.cfg, self.batch_norm = list(cfg), batch_norm
-        self.num_classes, self.num_features = num_classes, 4096
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 512, 4096
         self.features = make_layers(self.cfg, batch_norm, in_chans)  # (B, 512, 7, 7) at 224
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
@@ -105,6 +104,7 @@ class VGG(ZooModel):
             nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )  # fmt: skip
+        self.set_feature_info(pool_stages(self.features, "features"))  # block1..block5, after each pool
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -124,8 +124,10 @@ class VGG(ZooModel):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (B, 25088)
-        x = self.classifier[:6](x)  # (B, 4096)
-        return x if pre_logits else self.classifier[6](x)
+        for i, layer in enumerate(self.classifier):  # the hidden layers (B, 4096), then the classifier
+            if i < 6 or not pre_logits:
+                x = layer(x)
+        return x
 
     def group_matcher(self) -> dict[str, list[str]]:
         """block1..block5 (the convs between pools, from the configuration), fc1, fc2, head."""

@@ -13,7 +13,9 @@
 5. replace the classifier (`reset_classifier`) when the class count differs, and report what happened
 
 Preprocessing follows the source weights, not the target data: what the network learned to see is
-images normalised the way its training normalised them.
+images normalised the way its training normalised them. Which layer is the first convolution and which
+are the classifiers, and what a bare weights file's preprocessing is, come from the model's own
+`pretrained_cfg` and registry entry (`cnnzoo.models`), never from a guess by family.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 from ..engine.checkpoint import load_state_dict_checked, read_meta, read_weights, resolve_checkpoint
 from ..errors import CnnzooError
 from ..models import create_model, list_models, model_info
+from ..models._registry import adapt_stats
 
 __all__ = [
     "LoadReport",
@@ -46,14 +49,6 @@ __all__ = [
     "load_source",
     "map_timm_names",
 ]
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Preprocessing assumed for weights that carry none (a bare .pth / .safetensors), by family.
-_ASSUMED_STATS = {
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # torchvision's ports expect (x - 0.5) / 0.5
-    "lenet": ((0.1307,), (0.3081,)),  # MNIST
-    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # CIFAR-10
-}
 
 # torchvision names that have official ImageNet weights and a cnnzoo twin with the same layout.
 TORCHVISION_MODELS = (
@@ -74,8 +69,8 @@ TORCHVISION_MODELS = (
     "vgg19",
     "vgg19_bn",
 )
-# Crop size of each weights' eval transform (torchvision: `weights.transforms().crop_size`).
-TORCHVISION_IMAGE_SIZE = {"inception_v3": 299}  # every other model: 224
+# Crop size of each weights' eval transform (torchvision: `weights.transforms().crop_size`): the
+# registry's native input size of each model (299 for inception_v3, 224 for the others).
 
 # timm names -> torchvision names: (timm prefix, our prefix). timm's VGG turns the first two fc layers
 # into convolutions (7x7 and 1x1 kernels); their weights are flattened back to linear ones. timm's
@@ -175,7 +170,8 @@ def load_source(
     """Build the model a pretrained source describes, with `num_classes` outputs and `in_chans` inputs.
 
     `spec`: a cnnzoo run folder or checkpoint, a `.pth`/`.pt`/`.safetensors` weights file (its
-    architecture is `model_name` or guessed from its keys and shapes), or `torchvision:NAME`.
+    architecture is `model_name` or guessed from its keys and shapes), `torchvision:NAME`, or bundled
+    weights (`lenet5:glyphs-latin`, see `cnnzoo.inference.pretrained`).
     The classifier is replaced when the class counts differ, or always with `reset_head` (a new label
     set of the same size); everything else loads strictly. Every problem raises `CnnzooError`.
     """
@@ -184,13 +180,19 @@ def load_source(
 
 
 def _read_source(spec: str, model_name: str | None) -> _Source:
+    from ..inference.pretrained import is_pretrained_name, pretrained_checkpoint
+
     if spec.startswith("torchvision:"):
         return _torchvision_source(spec, model_name)
+    if is_pretrained_name(spec):  # bundled weights, e.g. lenet5:glyphs-latin (cnnzoo models --pretrained)
+        source = _cnnzoo_source(pretrained_checkpoint(spec), spec, model_name)
+        source.label = spec
+        return source
     path = Path(spec)
     if not path.exists():
         raise CnnzooError(
             f"source {spec!r} not found (give a cnnzoo run folder or checkpoint, a .pth/.pt/.safetensors "
-            "weights file, or torchvision:NAME)"
+            "weights file, torchvision:NAME, or bundled weights such as lenet5:mnist)"
         )
     ours = _cnnzoo_checkpoint(path)
     if ours is not None:
@@ -315,14 +317,10 @@ def _torchvision_source(spec: str, model_name: str | None) -> _Source:
     state, classes = _fetch_torchvision(name)
     state = clean_state_dict(state, label=spec)
     name, kwargs = identify_architecture(state, name, label=spec)
-    mean, std = (
-        _ASSUMED_STATS["inception"]
-        if name in ("googlenet", "inception_v3")
-        else (IMAGENET_MEAN, IMAGENET_STD)
-    )
-    # torchvision feeds its Inception weights through `transform_input`, i.e. (x - 0.5) / 0.5: the same
-    # numbers as normalising with mean = std = 0.5, which also works for other channel counts.
-    prep = {"image_size": TORCHVISION_IMAGE_SIZE.get(name, 224), "mean": mean, "std": std, "assumed": False}
+    # The registry's mean/std for googlenet and inception_v3 are 0.5: torchvision feeds its Inception
+    # weights through `transform_input`, i.e. (x - 0.5) / 0.5, the same numbers as normalising with
+    # mean = std = 0.5, which also works for other channel counts. ImageNet's for the others.
+    prep = {**_assumed_preprocessing(name), "assumed": False}
     return _Source(state, name, kwargs, classes, prep, "torchvision", spec)
 
 
@@ -352,15 +350,11 @@ def _fetch_torchvision(name: str) -> tuple[dict[str, Tensor], list[str] | None]:
 
 
 def _assumed_preprocessing(name: str) -> dict:
+    """For weights that carry none (a bare .pth / .safetensors): the model's registered input size and
+    the mean/std of the data the architecture was made for (MNIST for LeNet, CIFAR-10 for the CIFAR
+    ResNets, 0.5 for torchvision's Inception ports, ImageNet's for the rest), as its `pretrained_cfg`."""
     info = model_info(name)
-    if info.family in _ASSUMED_STATS:
-        mean, std = _ASSUMED_STATS[info.family]
-    elif info.family == "resnet" and info.input_size == 32:
-        mean, std = _ASSUMED_STATS["cifar"]
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    size = TORCHVISION_IMAGE_SIZE.get(name, info.input_size)
-    return {"image_size": size, "mean": mean, "std": std, "assumed": True}
+    return {"image_size": info.input_size, "mean": info.mean, "std": info.std, "assumed": True}
 
 
 # --- architecture: layouts, fitting, guessing -----------------------------------------------------
@@ -370,7 +364,7 @@ def _assumed_preprocessing(name: str) -> dict:
 class _Layout:
     shapes: dict[str, tuple[int, ...]]  # key -> shape, in state-dict order
     head: dict[str, int]  # keys whose shape follows num_classes -> the dimension that does
-    first_conv: str | None  # the first 4-D tensor in state-dict order
+    first_conv: str | None  # the first convolution's weight (pretrained_cfg["first_conv"])
 
 
 def _key(kwargs: dict) -> tuple:
@@ -386,20 +380,15 @@ def _meta_layout(name: str, kwargs_key: tuple) -> _Layout:
 
 
 def _layout_of(model: nn.Module, num_classes: int) -> _Layout:
-    """The layout of a built model; its head is what `reset_classifier` changes (the contract itself).
-
-    Leaves the model with a freshly initialised `num_classes` head.
-    """
-    before = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.reset_classifier(num_classes + 1)
-    after = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.reset_classifier(num_classes)
-    head = {}
-    for k, shape in before.items():
-        if after.get(k) != shape:
-            head[k] = next(i for i, (x, y) in enumerate(zip(shape, after[k], strict=True)) if x != y)
-    first_conv = next((k for k, shape in before.items() if len(shape) == 4), None)
-    return _Layout(before, head, first_conv)
+    """The layout of a built model, read off its `pretrained_cfg`: the classifier modules (the main one
+    and any auxiliary ones), whose tensors all have the classes first (Linear weight and bias, RBF
+    prototypes), and the first convolution, whose weight's second dimension is the input channels."""
+    cfg = model.pretrained_cfg
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    classifiers = (cfg["classifier"], *cfg.get("aux_classifiers", ()))
+    head = {k: 0 for k in shapes if any(k.startswith(c + ".") for c in classifiers)}
+    first_conv = f"{cfg['first_conv']}.weight"
+    return _Layout(shapes, head, first_conv if first_conv in shapes else None)
 
 
 def _variants(name: str) -> list[dict]:
@@ -517,16 +506,6 @@ def adapt_conv_weight(weight: Tensor, in_chans: int) -> tuple[Tensor, str]:
             else f"repeating cyclically, scaled by {k}/{in_chans}"
         )
     return new.to(weight.dtype).contiguous(), how
-
-
-def adapt_stats(values, in_chans: int) -> tuple[float, ...]:
-    """Per-channel mean or std for `in_chans` channels: averaged to one, else repeated cyclically."""
-    values = tuple(float(v) for v in values)
-    if len(values) == in_chans:
-        return values
-    if in_chans == 1:
-        return (sum(values) / len(values),)
-    return tuple(values[j % len(values)] for j in range(in_chans))
 
 
 class _SkipInit(TorchFunctionMode):
