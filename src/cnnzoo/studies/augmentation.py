@@ -66,7 +66,7 @@ class Preset:
     min_seen: int  # every run sees at least this many training images...
     max_epochs: int  # ...within this many epochs (and at least 2)
     test_subset: int
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 0.05
 
 

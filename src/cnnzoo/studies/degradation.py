@@ -63,14 +63,14 @@ class Preset:
     train_subset: int
     test_subset: int
     epochs: int
-    batch_size: int = 128
+    batch_size: int = 32  # small: a thousand images give 32 steps an epoch
     lr: float = 0.1  # the paper's rate, with its momentum 0.9 and weight decay 1e-4
     weight_decay: float = 1e-4
     grad_batch: int = 128  # images of the fixed batch the per-layer gradient norms are measured on
 
 
 PRESETS = {
-    "full": Preset(seeds=2, image_size=16, train_subset=2_000, test_subset=1_000, epochs=6),
+    "full": Preset(seeds=3, image_size=16, train_subset=1_000, test_subset=1_000, epochs=6),
     "quick": Preset(seeds=1, image_size=16, train_subset=800, test_subset=500, epochs=3),
     "tiny": Preset(
         seeds=1, image_size=8, train_subset=64, test_subset=64, epochs=1, batch_size=32, grad_batch=16

@@ -74,7 +74,7 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(seeds=3, epochs=4, train_subset=20_000, test_subset=0, distortions=True),
+    "full": Preset(seeds=3, epochs=3, train_subset=12_000, test_subset=0, distortions=True),
     "quick": Preset(seeds=1, epochs=2, train_subset=6_000, test_subset=0, distortions=False),
     "tiny": Preset(seeds=1, epochs=1, train_subset=400, test_subset=300, distortions=False),
 }
