@@ -36,6 +36,8 @@ def _print_json(obj) -> None:
 def cmd_models(args) -> int:
     from .models._registry import model_table
 
+    if args.pretrained:
+        return _print_pretrained(args.pattern, args.json)
     rows = model_table(args.pattern)
     if args.json:
         _print_json(rows)
@@ -50,6 +52,27 @@ def cmd_models(args) -> int:
             print(
                 f"{r['name']}: {r['params_without_aux']:,} parameters without its auxiliary classifiers (aux_logits=False)"
             )
+    return 0
+
+
+def _print_pretrained(pattern: str, as_json: bool) -> int:
+    from .inference.pretrained import list_pretrained
+
+    entries = list_pretrained(pattern)
+    if not entries:
+        raise CnnzooError(f"no bundled weights match {pattern!r} (see `cnnzoo models --pretrained`)")
+    if as_json:
+        _print_json([{"name": e.name, **e.record} for e in entries])
+        return 0
+    print(f"{'name':<24} {'test accuracy':>13} {'classes':>7} {'size':>9}  made by")
+    for e in entries:
+        classes = len(json.loads(e.config.read_text())["classes"])
+        print(
+            f"{e.name:<24} {e.accuracy:>12.2f}% {classes:>7} {e.record['bytes'] / 1024:>6.0f} KB  {e.record['command']}"
+        )
+    print(
+        "use: cnnzoo predict NAME IMAGE, cnnzoo finetune --from NAME, create_model(MODEL, pretrained=DATASET)"
+    )
     return 0
 
 
@@ -186,13 +209,31 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .inference import load
 
-    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision, fit=not args.no_fit)
     results = predictor.predict(args.images, top_k=args.top_k)
     if args.json:
         _print_json(results)
         return 0
+    if predictor.framing is not None:
+        print(
+            f"framing each image as {predictor.meta.get('dataset')}'s were made (--no-fit turns it off): "
+            f"a light background inverted, {predictor.framing.describe()}"
+        )
     for r in results:
-        print(r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+        line = r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+        if "framing" in r:  # the steps are said once above; here only what differed for this image
+            steps = predictor.framing.describe()
+            line += f"  [{r['framing'].replace(', ' + steps, '').replace(steps, 'framed')}]"
+        print(line)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .inference.export import export_model
+
+    report = export_model(args.source, args.out, args.format, overwrite=args.overwrite)
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -308,6 +349,7 @@ def cmd_serve(args) -> int:
 # --- the parser -------------------------------------------------------------------------------
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+SOURCE_HELP = "a run folder, a .safetensors checkpoint, an export folder, or bundled weights (lenet5:mnist)"
 PRECISION_HELP = "arithmetic of inference: fp32, bf16, fp16 or auto (default: what the run evaluated with)"
 
 
@@ -321,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models: family, parameters, input sizes, paper")
     p.add_argument("pattern", nargs="?", default="*", help='shell pattern, e.g. "resnet*" (default: all)')
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--pretrained", action="store_true", help="list the bundled pretrained weights with their accuracy"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="layer-by-layer table: shapes, parameters, MACs, receptive fields")
@@ -367,20 +412,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files")
-    p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    p.add_argument("checkpoint", help=SOURCE_HELP)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="do not frame the images as MNIST-like training data was (invert, crop, fit, centre)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write ONNX, TorchScript and safetensors files with a model card, parity checked"
+    )
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument(
+        "--format",
+        default="onnx,torchscript,safetensors",
+        help="comma-separated subset of onnx, torchscript, safetensors (default: all three)",
+    )
+    p.add_argument("--out", required=True, help="the folder to create (written whole, or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on a dataset (transfer learning)")
     p.add_argument(
         "--from",
         dest="source",
         required=True,
-        help="a cnnzoo run or checkpoint, a .pth/.pt/.safetensors weights file, or torchvision:NAME",
+        help="a cnnzoo run or checkpoint, a .pth/.pt/.safetensors weights file, torchvision:NAME, or bundled "
+        "weights (lenet5:glyphs-latin; cnnzoo models --pretrained)",
     )
     p.add_argument("--data", required=True, help="dataset name or folder:PATH")
     p.add_argument("--strategy", default="head", help="head, last:N, full, gradual or scratch (default head)")

@@ -4,6 +4,13 @@ Preprocessing is the training pipeline's, step for step: the one image decoder (
 centre square resized to the checkpoint's input size, the same `Normalize` multiply-add, batches of
 `EVAL_BATCH`, the run's evaluation precision and memory layout. So a test image saved as a PNG gets the
 class `cnnzoo evaluate` counted for it.
+
+A model trained on MNIST-like data (digits, letters, glyphs: `framing.FRAMINGS`) first frames a person's
+picture as that data was made (polarity, crop to the ink, fit, centre: `cnnzoo.inference.framing`); the
+data set's own images are left untouched. `fit=False` (`--no-fit`) turns it off.
+
+`load` takes a run folder, a checkpoint, an export folder (`cnnzoo export`) or a bundled name
+(`lenet5:mnist`, `cnnzoo models --pretrained`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from ..data.normalize import Normalize
 from ..engine.checkpoint import load_checkpoint
 from ..engine.evaluate import EVAL_BATCH
 from ..errors import CnnzooError
+from .framing import Framing, frame_image, framing_for
 
 __all__ = ["Predictor", "load"]
 
@@ -35,6 +43,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         precision: str | None = None,
         source: str = "",
+        fit: bool = True,
     ):
         from ..engine.train import autocast_dtype, resolve_device
 
@@ -53,6 +62,10 @@ class Predictor:
         if meta.get("channels_last"):
             self.model.to(memory_format=torch.channels_last)
         self._channels_last = bool(meta.get("channels_last"))
+        # MNIST-like training data: frame a person's picture as that data was framed (one channel only)
+        self.framing: Framing | None = (
+            framing_for(meta.get("dataset")) if fit and self.channels == 1 else None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -63,12 +76,24 @@ class Predictor:
     # --- preprocessing -------------------------------------------------------------------------------
 
     def to_uint8(self, image) -> Tensor:
-        """One image as the (C, S, S) uint8 tensor the model reads, before normalisation."""
-        if isinstance(image, Tensor):
-            return self._tensor_to_uint8(image)
-        return torch.from_numpy(decode_image(image, self.image_size, self.channels))
+        """One image as the (C, S, S) uint8 tensor the model reads, before normalisation (framed first
+        where the model's training data was framed: see `framing`)."""
+        return self._prepare(image)[0]
 
-    def _tensor_to_uint8(self, t: Tensor) -> Tensor:
+    def framing_note(self, image) -> str:
+        """What framing did to `image` (for the output), or why it did nothing."""
+        return self._prepare(image)[1]
+
+    def _prepare(self, image) -> tuple[Tensor, str]:
+        if isinstance(image, Tensor):
+            return self._prepare(self._tensor_to_array(image))
+        note = "off"
+        if self.framing is not None:
+            framed = frame_image(image, self.framing)
+            image, note = framed.pixels, framed.note
+        return torch.from_numpy(decode_image(image, self.image_size, self.channels)), note
+
+    def _tensor_to_array(self, t: Tensor) -> np.ndarray:
         if t.dim() == 2:
             t = t[None]
         if t.dim() != 3:
@@ -78,13 +103,18 @@ class Predictor:
                 raise CnnzooError(f"an image tensor is uint8 (0..255) or float (0..1), got {t.dtype}")
             t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
         array = t.cpu().numpy()
-        return self.to_uint8(array.transpose(1, 2, 0) if array.shape[0] in (1, 3, 4) else array[0])
+        return array.transpose(1, 2, 0) if array.shape[0] in (1, 3, 4) else array[0]
 
     def preprocess(self, images: Sequence) -> Tensor:
         """(B, C, S, S) float batch, normalised as in training, on the predictor's device."""
-        batch = torch.stack([self.to_uint8(im) for im in images]).to(self.device)
+        return self._preprocess(images)[0]
+
+    def _preprocess(self, images: Sequence) -> tuple[Tensor, list[str]]:
+        prepared = [self._prepare(im) for im in images]
+        batch = torch.stack([t for t, _ in prepared]).to(self.device)
         x = self._normalize(batch.float())
-        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+        x = x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+        return x, [note for _, note in prepared]
 
     # --- prediction ----------------------------------------------------------------------------------
 
@@ -101,7 +131,8 @@ class Predictor:
         return self.logits(self.preprocess(images)).softmax(1).cpu()
 
     def predict(self, images, top_k: int = 5) -> list[dict]:
-        """Top-k classes with probabilities, one dict per image: {"image", "top": [{"class", "probability"}]}."""
+        """Top-k classes with probabilities, one dict per image: {"image", "top": [{"class", "probability"}],
+        "framing": what framing did (only where the model frames its input)}."""
         if isinstance(images, str | Path | bytes | np.ndarray | Tensor) or hasattr(images, "getpixel"):
             images = [images]  # one image given alone
         images = list(images)
@@ -109,28 +140,52 @@ class Predictor:
             raise CnnzooError("no images to predict")
         if top_k < 1:
             raise CnnzooError(f"top_k must be at least 1, got {top_k}")
-        probs = torch.cat(
-            [self.probabilities(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)]
-        )
+        probs, notes = [], []
+        for i in range(0, len(images), EVAL_BATCH):
+            x, batch_notes = self._preprocess(images[i : i + EVAL_BATCH])
+            probs.append(self.logits(x).softmax(1).cpu())
+            notes += batch_notes
+        probs = torch.cat(probs)
         k = min(top_k, probs.shape[1])
         results = []
-        for image, p in zip(images, probs, strict=True):
+        for image, p, note in zip(images, probs, notes, strict=True):
             top = p.topk(k)
-            results.append(
-                {
-                    "image": str(image) if isinstance(image, str | Path) else type(image).__name__,
-                    "top": [
-                        {"class": self.classes[i], "probability": round(v, 6)}
-                        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                    ],
-                }
-            )
+            result = {
+                "image": str(image) if isinstance(image, str | Path) else type(image).__name__,
+                "top": [
+                    {"class": self.classes[i], "probability": round(v, 6)}
+                    for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                ],
+            }
+            if self.framing is not None:
+                result["framing"] = note
+            results.append(result)
         return results
 
 
 def load(
-    source: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None
+    source: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    fit: bool = True,
 ) -> Predictor:
-    """A ready `Predictor` from a run folder or a `.safetensors` checkpoint (its `.json` beside it)."""
+    """A ready `Predictor` from a run folder, a `.safetensors` checkpoint (its `.json` beside it), an export
+    folder (`cnnzoo export`) or a bundled name such as `lenet5:mnist`. `fit=False`: no framing."""
+    model, meta, label = open_model(source)
+    return Predictor(model, meta, device=device, precision=precision, source=label, fit=fit)
+
+
+def open_model(source: str | Path) -> tuple[nn.Module, dict, str]:
+    """(model in eval mode, its config, a label) from any source `load` accepts."""
+    from .export import is_export_folder, load_export
+    from .pretrained import is_pretrained_name, pretrained_checkpoint
+
+    if is_pretrained_name(str(source)):
+        ckpt = load_checkpoint(pretrained_checkpoint(str(source)))
+        return ckpt.model, ckpt.meta, str(source)
+    if is_export_folder(source):
+        model, meta = load_export(source)
+        return model, meta, str(source)
     ckpt = load_checkpoint(source)
-    return Predictor(ckpt.model, ckpt.meta, device=device, precision=precision, source=str(ckpt.path))
+    return ckpt.model, ckpt.meta, str(ckpt.path)

@@ -55,8 +55,12 @@ class PretrainedEntry:
         return self.name.split(":", 1)[1]
 
 
+def _manifest() -> dict[str, PretrainedEntry]:
+    return _manifest_at(ASSETS)
+
+
 @functools.lru_cache(maxsize=4)
-def _manifest(folder: Path = ASSETS) -> dict[str, PretrainedEntry]:
+def _manifest_at(folder: Path) -> dict[str, PretrainedEntry]:
     path = folder / "manifest.json"
     try:
         data = json.loads(path.read_text())

@@ -1,0 +1,117 @@
+"""`cnnzoo export`: one folder, every file checked, nothing half-written on failure."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import cnnzoo
+from cnnzoo.cli import main
+from cnnzoo.inference import export
+from cnnzoo.inference.pretrained import pretrained_checkpoint
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The bundled LeNet-5 exported in all three formats, through the command line."""
+    out = tmp_path_factory.mktemp("exports") / "lenet5"
+    assert (
+        main(["export", "lenet5:mnist", "--format", "onnx,torchscript,safetensors", "--out", str(out)]) == 0
+    )
+    return out
+
+
+def test_the_folder_holds_every_file_and_the_card_holds_the_figures(exported):
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "README.md", "config.json", "model.onnx", "model.pt", "model.safetensors",
+    ]  # fmt: skip
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["classes"] == [str(i) for i in range(10)]
+    assert config["in_chans"] == 1 and config["image_size"] == 28 and config["mean"] == [0.1307]
+    assert config["versions"]["torch"] == torch.__version__ and config["framing"]["box"] == 20
+    card = (exported / "README.md").read_text()
+    for needle in ("99.45%", "| 1 |", "| 32 |", "100.0%", "torch.jit.load", "onnxruntime", "mnist"):
+        assert needle in card
+    assert not list(exported.parent.glob(".*partial*"))
+
+
+def test_onnx_opset_dynamic_batch_and_parity(exported):
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(exported / "model.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    reference = cnnzoo.load("lenet5:mnist").model
+    for n in (1, 7):
+        x = torch.randn(n, 1, 28, 28)
+        (out,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_export_folder_loads_as_a_predictor(exported):
+    a, b = cnnzoo.load(exported), cnnzoo.load("lenet5:mnist")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(x), b.model(x), rtol=0, atol=0)
+    assert a.framing == b.framing and a.classes == b.classes
+
+
+def test_from_a_checkpoint_one_format(tmp_path):
+    ckpt = tmp_path / "run" / "best.safetensors"
+    ckpt.parent.mkdir()
+    shutil.copy(pretrained_checkpoint("lenet5:fashion-mnist"), ckpt)
+    shutil.copy(pretrained_checkpoint("lenet5:fashion-mnist").with_suffix(".json"), ckpt.with_suffix(".json"))
+    report = export.export_model(ckpt.parent, tmp_path / "out", "safetensors")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert report.parity == [] and "round trip" in report.checks[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lenet5:mnist", "--format", "onnx,tflite"], "unknown export format 'tflite'"),
+        (["lenet5:nope"], "no bundled weights named"),
+        (["no/such/run"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path, capsys):
+    assert main(["export", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_corrupt_checkpoint_and_unwritable_out(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    shutil.copy(pretrained_checkpoint("lenet5:mnist").with_suffix(".json"), bad.with_suffix(".json"))
+    assert main(["export", str(bad), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unreadable" in err and len(err.splitlines()) == 1 and not (tmp_path / "a").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["export", "lenet5:mnist", "--format", "safetensors", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write the export" in err and len(err.splitlines()) == 1
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["export", "lenet5:mnist", "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_a_failed_parity_check_says_by_how_much_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export, "TOLERANCE", 0.0)  # any float difference now fails
+    assert main(["export", "lenet5:mnist", "--format", "onnx", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ONNX parity check failed" in err and "max |diff|" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
