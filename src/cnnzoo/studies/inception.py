@@ -535,7 +535,13 @@ def finding(results: dict) -> tuple[str, str]:
     return ("Held" if ratio >= PAPER_RATIO - 0.5 else "Did not hold (12x)"), (
         f"GoogLeNet has {ratio:.1f}x fewer parameters than AlexNet, not the quoted {PAPER_RATIO}x; inception3a without "
         f"1x1 reductions has {naive['params'] / red['params']:.1f}x the parameters and {naive['macs'] / red['macs']:.1f}x "
-        f"the MACs; branch receptive fields measured = computed (1, 3, 5, 3)"
+        f"the MACs; branch receptive fields measured by the input gradient: "
+        + ", ".join(f"{b} {_rf(r, 'rf_measured')}" for b, r in v["reduced"]["branches"].items())
+        + (
+            " (= computed)"
+            if all(r.get("rf") == r.get("rf_measured") for r in v["reduced"]["branches"].values())
+            else " (NOT as computed)"
+        )
     )
 
 
