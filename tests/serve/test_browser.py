@@ -75,13 +75,14 @@ def draw(page, points) -> None:
 
 def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, server_url, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_default_timeout(60_000)  # generous: the machine may be busy with other tests
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.goto(server_url + "/")
     page.wait_for_function("document.querySelector('#model-label').textContent.includes('lenet5')")
     draw(page, [(0.52, 0.15), (0.50, 0.50), (0.48, 0.85)])  # a "1", top to bottom
-    page.wait_for_function("document.querySelector('#prediction').textContent === '1'", timeout=15_000)
+    page.wait_for_function("document.querySelector('#prediction').textContent === '1'")
     page.wait_for_function("document.querySelectorAll('#layers img.fmap').length === 4")
     page.wait_for_function(
         "[...document.querySelectorAll('#layers img.fmap, #seen, #gradcam')].every(i => i.complete && i.naturalWidth > 0)"
