@@ -78,9 +78,12 @@ def test_rates_per_strategy_and_the_gradual_head_phase():
 def test_flags_override_the_recipe_and_the_epochs_follow_the_batch():
     cfg = recipe_config("head", 165, data="glyphs-cyrillic")
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.augment) == (40, 0.05, 64, 5e-4, "none")
+    assert cfg.eval_every == 10  # the test split four times, not forty
+    assert recipe_config("head", 165, data="x", eval_every=1).eval_every == 1
     cfg = recipe_config("last:2", 660, data="glyphs-cyrillic", lr=0.02, epochs=None, batch_size=32)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.02, 32, 15)  # 21 steps an epoch: 15 epochs
     assert recipe_config("full", 660, data="x", epochs=7).epochs == 7
+    assert recipe_config("full", 60_000, data="x").eval_every == 1
 
 
 def test_plan_counts_the_images_the_run_will_see(digits):

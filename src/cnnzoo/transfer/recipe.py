@@ -12,6 +12,8 @@ the advisor's trial and the study all resolve their settings with `finetune_plan
   per class a fixed epoch count takes a handful of steps (10 epochs of 2 batches: 20 steps, far from
   converged); the study gives every run 300, which little data reaches by repeating it, up to 40 epochs
 - gradual: the head-only phase takes a third of the epochs
+- the test split is evaluated every quarter of the epochs (and after the last): with 5 images per class,
+  40 passes over a test split of thousands would cost far more than the training
 
 Every setting a user gives (`--epochs`, `--lr`, `--batch-size`, ...) overrides the recipe's.
 """
@@ -80,8 +82,10 @@ def recipe_config(
     The epochs follow the batch size actually used (a user's `--batch-size` keeps the step count)."""
     given = {k: v for k, v in overrides.items() if v is not None}
     batch = given.get("batch_size", BATCH_SIZE)
+    epochs = given.get("epochs") or recipe_epochs(n_train, batch, min_steps=min_steps, max_epochs=max_epochs)
     recipe = dict(
-        epochs=recipe_epochs(n_train, batch, min_steps=min_steps, max_epochs=max_epochs),
+        epochs=epochs,
+        eval_every=max(1, epochs // 4),
         batch_size=BATCH_SIZE,
         lr=strategy_rate(strategy),
         weight_decay=WEIGHT_DECAY,
