@@ -122,3 +122,10 @@ def test_cli_says_it_frames_and_no_fit_turns_it_off(mnist, tmp_path, capsys):
     assert "framing" not in out and "inverted" not in out
     assert main(["predict", "lenet5:mnist", str(path), "--json"]) == 0
     assert "framing" in json.loads(capsys.readouterr().out)[0]
+
+
+def test_glyph_test_images_pass_unchanged():
+    """Letters keep each font's scale and baseline (o vs O): their own images are never re-framed."""
+    test = load_dataset("glyphs-latin").test
+    images = test.images[::60, 0].numpy()[:300]
+    assert all(frame_image(a, FRAMINGS["glyphs-latin"]).note.startswith("already") for a in images)
