@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnzooError
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, atomic_write, load_checkpoint
 
 __all__ = ["EVAL_BATCH", "evaluate_model", "evaluate_checkpoint", "plot_confusion", "format_confusion"]
 
@@ -146,6 +146,8 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
             for j in range(k):
                 ax.text(j, i, str(confusion[i][j]), ha="center", va="center", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:  # a failure (read-only folder, full disk) is one CnnzooError naming the file and the cause
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return Path(path)

@@ -1,9 +1,16 @@
-"""A run folder's log: the resolved config, metrics as JSON lines, and PNG curves."""
+"""A run folder's log: the resolved config, metrics as JSON lines, and PNG curves.
+
+A failed write (disk full, a folder made read-only) is one `CnnzooError` naming the file and the cause;
+the curves and a truncated log are written atomically, so a failure leaves the previous file whole.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ..errors import CnnzooError
+from .checkpoint import atomic_write, describe_os_error
 
 __all__ = ["RunLog", "plot_curves"]
 
@@ -15,19 +22,29 @@ class RunLog:
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            with self.path.open("a") as f:  # one line per epoch: appending never rewrites what is there
-                f.write(json.dumps(record) + "\n")
+            try:
+                with self.path.open("a") as f:  # one line per epoch: appending never rewrites what is there
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise CnnzooError(f"cannot write {self.path}: {describe_os_error(e)}") from None
 
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill or a full disk: not a record
+                continue
+        return [r for r in records if isinstance(r, dict)]
 
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop records of epochs the interrupted run logged past its checkpoint."""
         if self.enabled and self.path.exists():
             kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
 
 def plot_curves(records: list[dict], run_dir: Path) -> list[Path]:
@@ -54,7 +71,9 @@ def plot_curves(records: list[dict], run_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         out = Path(run_dir) / f"{'loss' if key == 'loss' else 'accuracy'}.png"
-        fig.savefig(out)
-        plt.close(fig)
+        try:
+            atomic_write(out, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
         written.append(out)
     return written

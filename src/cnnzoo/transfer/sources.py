@@ -24,7 +24,6 @@ import contextlib
 import functools
 import inspect
 import math
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from ..engine.checkpoint import load_state_dict_checked, read_meta, read_weights, resolve_checkpoint
+from ..engine.checkpoint import (
+    describe_load_error,
+    load_state_dict_checked,
+    read_meta,
+    read_weights,
+    resolve_checkpoint,
+)
 from ..errors import CnnzooError
 from ..models import create_model, list_models, model_info
 from ..models._registry import adapt_stats
@@ -237,10 +242,7 @@ def _read_weights_file(path: Path) -> dict:
     except Exception as e:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError...)
         if path.suffix not in _TORCH_SUFFIXES and _looks_like_safetensors(path):
             return read_weights(path)
-        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
-            why = "it holds Python objects besides tensors, which cnnzoo never unpickles (they can run code)"
-        else:
-            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}"
+        why = describe_load_error(path, e)  # Python objects, truncated, or no PyTorch file at all
         raise CnnzooError(
             f"{path}: not a readable weights file ({why}); expected a cnnzoo checkpoint, a state dict saved "
             "with torch.save(model.state_dict(), ...), or a .safetensors file"
