@@ -145,7 +145,12 @@ def cmd_train(args) -> int:
     from .engine.config import default_config, load_config
 
     if args.resume:
-        result = train(None, resume=args.resume, quiet=args.quiet)
+        if args.config or args.overwrite:
+            raise CnnzooError(
+                f"--resume continues a run as recorded; {'--config' if args.config else '--overwrite'} does not go with it"
+            )
+        changes = {**train_overrides(args), "model": args.model, "data": args.data}
+        result = train(None, resume=args.resume, run_dir=args.out, quiet=args.quiet, changes=changes)
     else:
         overrides = train_overrides(args)
         if args.config:  # a recorded run's configuration, with the flags given on top
@@ -162,9 +167,16 @@ def cmd_train(args) -> int:
             )
         else:
             cfg = default_config(args.model, args.data or "mnist", **overrides)
-        result = train(cfg, run_dir=args.out, quiet=args.quiet)
+        result = train(cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite)
     if result.interrupted:
         return 130
+    if result.already_finished:
+        print(
+            f"{result.run_dir} is already finished: {result.epochs_run} epochs, test accuracy {result.final_acc:.2f}% "
+            f"(best {result.best_acc:.2f}%); nothing to resume. To train it further: "
+            f"cnnzoo train --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
+        )
+        return 0
     if result.is_main:  # under torchrun, rank 0 speaks for all
         print(
             f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {result.epochs_run} epochs "
@@ -174,10 +186,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
-
+    from .engine.checkpoint import note
     from .engine.evaluate import evaluate_checkpoint, format_confusion, plot_confusion
+    from .engine.runfolder import output_file
 
+    explicit = output_file(args.confusion_png, "--confusion-png") if args.confusion_png else None
     metrics, ckpt = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -186,10 +199,17 @@ def cmd_evaluate(args) -> int:
         precision=args.precision,
         tta=args.tta,
     )
-    png = Path(args.confusion_png) if args.confusion_png else ckpt.path.parent / f"confusion-{args.data}.png"
-    plot_confusion(metrics["confusion"], ckpt.classes, png)
+    safe = args.data.replace(":", "_").replace("/", "_").replace("\\", "_")
+    png = explicit or ckpt.path.parent / f"confusion-{safe}.png"
+    try:
+        plot_confusion(metrics["confusion"], ckpt.classes, png)
+    except CnnzooError as e:
+        if explicit:
+            raise
+        note(f"{e}; the confusion matrix plot is not written (choose where with --confusion-png)")
+        png = None
     if args.json:
-        _print_json({**metrics, "classes": ckpt.classes, "confusion_png": str(png)})
+        _print_json({**metrics, "classes": ckpt.classes, "confusion_png": str(png) if png else None})
         return 0
     top5 = f", top-5 {metrics['top5']:.2f}%" if metrics["top5"] is not None else ""
     print(
@@ -202,7 +222,8 @@ def cmd_evaluate(args) -> int:
     )
     print("confusion matrix (rows: true, columns: predicted):")
     print(format_confusion(metrics["confusion"], ckpt.classes))
-    print(f"confusion matrix plot: {png}")
+    if png is not None:
+        print(f"confusion matrix plot: {png}")
     return 0
 
 
@@ -261,7 +282,7 @@ def cmd_finetune(args) -> int:
     )
     # the recipe the transfer study measured, for this strategy and this many images; flags override it
     ft, cfg, splits = finetune_plan(ft, args.data, **overrides)
-    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, splits=splits)
+    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, splits=splits)
     print(
         f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
@@ -292,10 +313,13 @@ def cmd_advise(args) -> int:
 
 
 def cmd_study(args) -> int:
+    from .engine.runfolder import output_folder
     from .studies import get_study
 
     study = get_study(args.name)
     out = args.out or study.default_out
+    if not args.report_only:  # refused before any work: a file in the way, a folder that cannot be written
+        output_folder(out, "--out")
     if args.report_only:
         print(f"report written: {study.report(out)}")
         return 0
@@ -393,7 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="re-run a recorded configuration (a run's config.json); flags override it"
     )
     p.add_argument("--out", help="run folder (default runs/MODEL-DATA-TIME)")
-    p.add_argument("--resume", help="continue the run in this folder where it stopped")
+    p.add_argument(
+        "--resume",
+        help="continue the run in this folder where it stopped (with --epochs N: train it to N epochs)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p)
     p.set_defaults(func=cmd_train)
@@ -463,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples-per-class", type=positive_int, help="train on at most N images per class (default: all)"
     )
     p.add_argument("--out", help="run folder (default runs/finetune-MODEL-DATA-TIME)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p, lr_range=True)
     p.set_defaults(func=cmd_finetune)
@@ -562,8 +591,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_torch_deferring_ctrl_c() -> None:
+    """Import PyTorch (every command needs it) with Ctrl-C held back until the import is over: an interrupt
+    inside a C extension's initialisation leaves it half-loaded, and numpy then fails with an ImportError
+    traceback instead of a KeyboardInterrupt. A Ctrl-C pressed meanwhile is raised right after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or "torch" in sys.modules:
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _import_torch_deferring_ctrl_c()
         parser = build_parser()
         args = parser.parse_args(argv)
         return args.func(args) or 0
@@ -573,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnzoo: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the environment, not the user's input: a full disk, a vanished folder...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cnnzoo: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ class TrainConfig:
     strict: bool = option(False, "folders: a corrupt image is an error instead of a warning and a skip")
     download: bool = option(False, "fetch a downloadable dataset (kmnist, cifar10, cifar100) if missing")
     train_subset: int = option(0, "train on N training images drawn at random (0 = all)", positive=True)
+    checkpoint_minutes: float = option(
+        5.0, "also save `last` mid-epoch every N minutes, so a kill loses minutes, not an epoch (0 = off)"
+    )
     model_kwargs: dict = option({}, "keyword arguments of the model's builder", cli=False)
 
     def __post_init__(self):
@@ -95,6 +98,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.image_size >= 0, f"image size must be positive, got {self.image_size}"),
             (self.train_subset >= 0, f"train subset must be positive, got {self.train_subset}"),
+            (
+                self.checkpoint_minutes >= 0,
+                f"checkpoint minutes must be 0 (off) or more, got {self.checkpoint_minutes}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from ..data.base import DatasetInfo, Splits
 from ..errors import CnnzooError
 from ..models import count_params, create_model, model_info
-from .checkpoint import load_state_dict_checked, load_training_state, read_meta, resolve_checkpoint
+from .checkpoint import load_state_dict_checked, load_training_state, read_meta
 from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
 from .distributed import DistEnv, cleanup_distributed, setup_distributed
@@ -144,47 +145,153 @@ class TrainResult:
     history: list[dict]
     interrupted: bool = False
     is_main: bool = True  # False on torchrun ranks other than 0, which print nothing
+    already_finished: bool = False  # --resume found the run complete: nothing was trained
 
 
-def _resolve_image_size(cfg: TrainConfig, info: DatasetInfo) -> int:
-    minimum = model_info(cfg.model).min_size
+def check_image_size(cfg: TrainConfig) -> None:
+    """Refuse, before any work, an --image-size the model cannot take (below its minimum, above a maximum)."""
+    from ..models._registry import check_input_size
+    from ..summary.probe import probe_input
+
+    if not cfg.image_size:
+        return
+    try:
+        check_input_size(cfg.model, cfg.image_size)
+    except CnnzooError as e:
+        raise CnnzooError(f"--image-size {cfg.image_size}: {e}") from None
+    problem = probe_input(cfg.model, cfg.image_size, **cfg.model_kwargs).problem
+    if problem:
+        native = model_info(cfg.model).input_size
+        raise CnnzooError(
+            f"--image-size {cfg.image_size}: {cfg.model} cannot take it ({problem}); its native input is {native}"
+        )
+
+
+def _native_if_bounded(cfg: TrainConfig, size: int) -> int | None:
+    """The model's native input size when it cannot take `size` (a model with a maximum), else None."""
+    from ..summary.probe import probe_input
+
+    native = model_info(cfg.model).input_size
+    if size == native or not probe_input(cfg.model, size, **cfg.model_kwargs).problem:
+        return None
+    return native
+
+
+def _resolve_image_size(cfg: TrainConfig, info: DatasetInfo, quiet: bool = False) -> int:
+    """--image-size, else the dataset's own size (at least the model's minimum), else, when the model has
+    a maximum below it (LeNet-5 pads to at most 32), the model's native input."""
     if cfg.image_size:
-        if cfg.image_size < minimum:
-            raise CnnzooError(
-                f"--image-size {cfg.image_size} is below {cfg.model}'s minimum input of {minimum}"
-            )
         return cfg.image_size
-    return max(info.image_size, minimum)
+    size = max(info.image_size, model_info(cfg.model).min_size)
+    native = _native_if_bounded(cfg, size)
+    if native is None:
+        return size
+    if not quiet:
+        print(
+            f"{cfg.model} cannot take {info.name}'s {size}x{size} images: resizing them to its native {native}x{native}"
+        )
+    return native
+
+
+def _check_memory(cfg: TrainConfig, splits: Splits, image_size: int, device: torch.device) -> None:
+    """Refuse a dataset that, resized to `image_size`, would not fit in memory on the training device."""
+    from ..data.base import ArrayDataset
+    from ..summary.probe import available_memory, format_bytes
+
+    pixels = splits.info.channels * image_size * image_size
+    in_memory = sum(len(s) for s in (splits.train, splits.test) if isinstance(s, ArrayDataset))
+    need = in_memory * pixels + cfg.batch_size * pixels * 4 * 2  # uint8 images, a float batch and its copy
+    available = available_memory(device)
+    if available is not None and need > available:
+        raise CnnzooError(
+            f"{len(splits.train) + len(splits.test):,} images of {splits.info.name} at {image_size}x{image_size} "
+            f"need {format_bytes(need)} of memory on {device}, {format_bytes(available)} is available: choose a "
+            "smaller --image-size"
+        )
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return (
-        Path("runs")
-        / f"{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
+    base = f"{cfg.model}-{cfg.data.replace(':', '_').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, n = Path("runs") / base, 1
+    while run_dir.exists():  # two runs started in the same second get their own folders
+        n += 1
+        run_dir = Path("runs") / f"{base}-{n}"
+    return run_dir
 
 
 def train(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     *,
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
+    changes: dict | None = None,
 ) -> TrainResult:
-    """Train `cfg.model` on `cfg.data` from scratch (or continue the run `resume`)."""
-    from ..data import load_dataset
+    """Train `cfg.model` on `cfg.data` from scratch into `run_dir`, or continue the run `resume`.
 
-    if resume is not None:
-        cfg, run_dir = _resume_config(resume)
+    The run folder's rules (`runfolder.py`): an existing run is refused unless `overwrite`; the folder is
+    locked while this process writes it; `resume` keeps the recorded configuration, with `changes` (the
+    options given with --resume) applied where a resumed run may change them and refused elsewhere.
+    """
+    from contextlib import ExitStack
+
+    from .runfolder import RunLock, new_run, plan_resume, resume_run_dir, write_config
+
+    writes = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
+    with ExitStack() as held:
+        start_from = None
+        if resume is not None:
+            run_dir, out = resume_run_dir(resume), run_dir
+            if writes:
+                held.enter_context(RunLock(run_dir))
+            plan = plan_resume(run_dir, changes or {}, out=out, writes=writes)
+            if plan.finished:
+                return _finished_result(plan)
+            cfg, start_from = plan.cfg, plan.weights
+        else:
+            check_image_size(cfg)
+            run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+            if writes:
+                run_dir = held.enter_context(
+                    new_run(run_dir, lambda d: write_config(d, cfg), overwrite=overwrite)
+                )
+        return _train(cfg, Path(run_dir), start_from, quiet)
+
+
+def _finished_result(plan) -> TrainResult:
+    """A run --resume found complete: its recorded figures, nothing trained."""
+    from .runlog import RunLog
+
+    history = RunLog(plan.run_dir).records()
+    tested = [r["test_acc"] for r in history if r.get("test_acc") is not None]
+    final = history[-1].get("test_acc", 0.0) if history else 0.0
+    best = max(tested, default=0.0)
+    return TrainResult(
+        plan.run_dir, best, final or 0.0, plan.epochs_done, 0.0, history, already_finished=True
+    )
+
+
+def _train(cfg: TrainConfig, run_dir: Path, start_from: Path | None, quiet: bool) -> TrainResult:
+    from ..data import load_dataset
+    from ..data.folder import MAX_DEFAULT_SIZE
+
     device = resolve_device(cfg.device)
     dist_env = setup_distributed(device)
     if dist_env.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_env.local_rank)
     try:
-        splits = load_dataset(cfg.data, **dataset_options(cfg))
+        options = dataset_options(cfg)
+        if cfg.data.startswith("folder:") and not cfg.image_size:
+            # decode straight to a size the model takes: its native input when it has a maximum
+            native = _native_if_bounded(cfg, MAX_DEFAULT_SIZE)
+            if native is not None:
+                options["image_size"] = native
+        splits = load_dataset(cfg.data, **options)
         splits = apply_train_subset(splits, cfg)
         info = splits.info
-        image_size = _resolve_image_size(cfg, info)
+        image_size = _resolve_image_size(cfg, info, quiet or not dist_env.is_main)
+        _check_memory(cfg, splits, image_size, device)
         torch.manual_seed(cfg.seed)
         model = create_model(
             cfg.model, num_classes=info.num_classes, in_chans=info.channels, **cfg.model_kwargs
@@ -205,10 +312,7 @@ def train(
         meta = checkpoint_meta(
             cfg.model, cfg.model_kwargs, info, image_size, info.channels, info.mean, info.std
         )
-        ctx = RunContext(Path(run_dir) if run_dir else default_run_dir(cfg), meta, quiet, dist_env)
-        if ctx.writes and resume is None:
-            ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            _write_config(ctx.run_dir, cfg)
+        ctx = RunContext(run_dir, meta, quiet, dist_env)
         if not quiet and ctx.writes:
             print(
                 f"{cfg.model} ({count_params(model):,} params) on {cfg.data}: {len(splits.train):,} train / "
@@ -221,7 +325,7 @@ def train(
                     f"{per_rank * dist_env.world_size} (--batch-size {cfg.batch_size}); learning rate kept at "
                     f"{cfg.lr:g}, as for one process with that batch"
                 )
-        return fit(model, loaders, cfg, ctx, device=device, resume=resume)
+        return fit(model, loaders, cfg, ctx, device=device, resume=start_from)
     finally:
         cleanup_distributed()
 
@@ -259,29 +363,6 @@ def checkpoint_meta(model_name, model_kwargs, info: DatasetInfo, image_size, in_
     }
 
 
-def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    import json
-
-    from .checkpoint import atomic_write
-
-    atomic_write(
-        run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2))
-    )
-
-
-def _resume_config(resume: str | Path) -> tuple[TrainConfig, Path]:
-    from .config import load_config
-
-    run_dir = Path(resume)
-    if run_dir.suffix == ".safetensors":
-        run_dir = run_dir.parent
-    if not (run_dir / "config.json").exists():
-        raise CnnzooError(f"cannot resume {resume}: no run there (expected {run_dir / 'config.json'})")
-    if not (run_dir / "last.safetensors").exists():
-        raise CnnzooError(f"cannot resume {resume}: the run has no last checkpoint yet")
-    return load_config(run_dir / "config.json"), run_dir
-
-
 def fit(
     model: nn.Module,
     loaders,
@@ -292,7 +373,10 @@ def fit(
     param_groups=None,
     resume: str | Path | None = None,
 ) -> TrainResult:
-    """Run `cfg.epochs` epochs of `model` on `loaders = (train, test)`; checkpoints go to `ctx.run_dir`."""
+    """Run `cfg.epochs` epochs of `model` on `loaders = (train, test)`; checkpoints go to `ctx.run_dir`.
+
+    `resume`: a checkpoint (or a run folder: its `last`) whose training state to continue from. Besides
+    `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`."""
     train_loader, test_loader = loaders
     model.to(device)
     if cfg.channels_last:
@@ -302,7 +386,7 @@ def fit(
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     state = _Progress()
     if resume is not None:
-        state = _restore(model, optimizer, scheduler, ema, Path(ctx.run_dir), device)
+        state = _restore(model, optimizer, scheduler, ema, Path(resume), device)
     log = RunLog(ctx.run_dir, enabled=ctx.writes)
     log.truncate_after(state.epoch)
     net = _wrap(model, cfg, ctx.dist_env, device)
@@ -313,10 +397,16 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start = time.perf_counter()
     history = log.records()
+    saver = None
+    if ctx.writes and cfg.checkpoint_minutes > 0:  # so that a kill loses minutes, not an epoch
+        saver = _Every(
+            60 * cfg.checkpoint_minutes,
+            lambda: _save_all(ctx, model, ema, optimizer, scheduler, state, {"mid_epoch": True}, best=False),
+        )
     try:
         while state.epoch < cfg.epochs:
             train_stats = _train_epoch(
-                net, model, train_loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state
+                net, model, train_loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state, saver
             )
             eval_model = ema.module if ema else model
             state.epoch, state.batch = state.epoch + 1, 0
@@ -335,6 +425,8 @@ def fit(
             if ctx.writes:
                 is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
                 _save_all(ctx, model, ema, optimizer, scheduler, state, record, best=is_best)
+                if saver is not None:
+                    saver.reset()
                 if not ctx.quiet:
                     tested = (
                         f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%"
@@ -373,6 +465,22 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+class _Every:
+    """Call `action` when at least `seconds` passed since the last call (or `reset`)."""
+
+    def __init__(self, seconds: float, action):
+        self.seconds, self.action = seconds, action
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            self.action()
+            self.reset()
+
+
 @dataclass
 class _Progress:
     epoch: int = 0  # epochs completed
@@ -403,7 +511,10 @@ def _loss(output, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return F.cross_entropy(output, target, label_smoothing=label_smoothing)
 
 
-def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state) -> dict:
+def _train_epoch(
+    net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg, ctx, state, checkpoint=None
+) -> dict:
+    """One epoch from `state.batch` on; `checkpoint()` is offered a mid-epoch save at each host sync."""
     net.train()
     set_frozen_bn_eval(model)  # transfer learning: frozen BatchNorm stays in inference mode
     loader.set_epoch(state.epoch)
@@ -457,6 +568,8 @@ def _train_epoch(net, model, loader, optimizer, scheduler, ema, scaler, amp, cfg
                 img_s=f"{rate:,.0f}",
                 refresh=False,
             )
+            if checkpoint is not None and i + 1 < len(loader):  # the epoch's end saves anyway
+                checkpoint()
         bar.update(1)
     bar.close()
     seen = max(seen, 1)
@@ -498,24 +611,31 @@ def _save_all(
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
     }
-    meta = {**ctx.meta, "epoch": state.epoch, "metrics": record}
+    meta = {**ctx.meta, "epoch": state.epoch, "batch": state.batch, "metrics": record}
     _save(ctx.run_dir, "last", weights_model, meta, training_state)
     if best:
         _save(ctx.run_dir, "best", weights_model, meta)
 
 
-def _restore(model, optimizer, scheduler, ema, run_dir: Path, device) -> _Progress:
-    weights = resolve_checkpoint(run_dir / "last.safetensors")
+def _restore(model, optimizer, scheduler, ema, checkpoint: Path, device) -> _Progress:
+    weights = checkpoint / "last.safetensors" if checkpoint.is_dir() else checkpoint
     saved = load_training_state(weights)
     meta = read_meta(weights)
     if meta.get("model") != getattr(model, "model_name", meta.get("model")):
         raise CnnzooError(f"cannot resume: {weights} holds {meta.get('model')}, not {model.model_name}")
-    load_state_dict_checked(model, {k: v.to(device) for k, v in saved["model"].items()}, source=str(weights))
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    if ema is not None and saved["ema"]:
-        ema.module.load_state_dict(saved["ema"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if saved["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-    return _Progress(**saved["progress"])
+    try:
+        load_state_dict_checked(
+            model, {k: v.to(device) for k, v in saved["model"].items()}, source=str(weights)
+        )
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if ema is not None and saved["ema"]:
+            ema.module.load_state_dict(saved["ema"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        return _Progress(**saved["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # a state of another shape
+        raise CnnzooError(
+            f"cannot resume from {weights}: its training state does not fit this run ({e!r})"
+        ) from None

@@ -362,6 +362,32 @@ def summarize_model(
     info = model_info(name)
     side = info.input_size if input_size is None else input_size
     check_input_size(name, side)
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
     chans = info.in_chans if in_chans is None else in_chans
+    _check_fits(name, side, chans, num_classes)
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
     return summarize(model, (chans, side, side), depth=depth)
+
+
+def _check_fits(name: str, side: int, chans: int, num_classes: int | None) -> None:
+    """Before allocating anything: the input alone must fit in memory, the model must take the size (run on
+    the meta device), and weights, input and activations together must fit; each refusal says how much."""
+    from .probe import available_memory, format_bytes, probe_input
+
+    shape = f"{chans}x{side}x{side}"
+    available = available_memory()
+    smaller = f"choose a smaller --input-size ({name}'s native input is {model_info(name).input_size})"
+    input_bytes = chans * side * side * 4
+    if available is not None and input_bytes > available:
+        raise CnnzooError(
+            f"a {shape} input alone needs {format_bytes(input_bytes)} of memory, {format_bytes(available)} is "
+            f"available: {smaller}"
+        )
+    probe = probe_input(name, side, in_chans=chans, num_classes=num_classes)
+    if probe.problem:
+        raise CnnzooError(f"{name} cannot run on a {shape} input: {probe.problem}")
+    if available is not None and probe.estimated_bytes > available:
+        raise CnnzooError(
+            f"summarising {name} on a {shape} input needs about {format_bytes(probe.estimated_bytes)} of memory "
+            f"(weights {format_bytes(probe.param_bytes)}, input {format_bytes(input_bytes)}, activations up to "
+            f"{format_bytes(probe.largest_activation_bytes)} each), {format_bytes(available)} is available: {smaller}"
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..data.base import Splits, take_per_class
-from ..engine.checkpoint import save_checkpoint
+from ..engine.checkpoint import atomic_write, save_checkpoint
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
 from ..engine.runlog import RunLog
@@ -68,6 +68,8 @@ class FinetuneConfig:
     samples_per_class: int = 0  # keep at most this many training images per class; 0 = all
 
     def __post_init__(self):
+        if self.samples_per_class < 0:
+            raise CnnzooError(f"samples per class must be positive (0 = all), got {self.samples_per_class}")
         if self.head_epochs is not None and self.head_epochs < 1:
             raise CnnzooError(f"head epochs must be positive, got {self.head_epochs}")
         if not (self.strategy in ("head", "full", "gradual", "scratch") or self.strategy.startswith("last:")):
@@ -97,8 +99,30 @@ def finetune(
     quiet: bool = False,
     save: bool = True,
     splits: Splits | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Fine-tune `ft.source` on `cfg.data` with `ft.strategy`; `cfg` holds epochs, rates, batch size..."""
+    """Fine-tune `ft.source` on `cfg.data` with `ft.strategy`; `cfg` holds epochs, rates, batch size...
+
+    The run folder follows `cnnzoo train`'s rules (`engine/runfolder.py`): an existing run is refused
+    unless `overwrite`, and the folder is locked while this process writes it. A `run_dir` given is
+    checked before any work; the default one is made once the source and data are known."""
+    from contextlib import ExitStack
+
+    from ..engine.runfolder import new_run
+
+    with ExitStack() as held:
+
+        def open_run(folder: Path) -> Path:
+            config = _config_json(ft, cfg)
+            write = lambda d: atomic_write(d / "config.json", lambda tmp: Path(tmp).write_text(config))  # noqa: E731
+            return held.enter_context(new_run(folder, write, overwrite=overwrite))
+
+        if save and run_dir is not None:
+            return _finetune(ft, cfg, open_run(Path(run_dir)), quiet, save, splits, None)
+        return _finetune(ft, cfg, run_dir, quiet, save, splits, open_run if save else None)
+
+
+def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
     from ..data import load_dataset
 
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
@@ -118,7 +142,7 @@ def finetune(
         model = create_model(
             src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
         )
-    # A bad strategy (last:N beyond the groups) or rate fails here, before a run folder is made.
+    # A bad strategy (last:N beyond the groups) or rate fails here, before training starts.
     strategy_groups(model, ft.strategy)
     param_groups(
         model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
@@ -132,12 +156,12 @@ def finetune(
     run_dir = (
         Path(run_dir)
         if run_dir
-        else Path("runs") / f"finetune-{src.model_name}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        else Path("runs")
+        / f"finetune-{src.model_name}-{info.name.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if open_run is not None:
+        run_dir = open_run(run_dir)
     ctx = RunContext(run_dir, meta, quiet=quiet, save=save)
-    if save:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(_config_json(ft, cfg))
     if not quiet:
         for line in src.describe():
             print(line)

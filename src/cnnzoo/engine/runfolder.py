@@ -1,0 +1,375 @@
+"""The rules of a run folder: never overwritten unasked, written by one process at a time, resumed as recorded.
+
+1. A new run refuses a folder that already holds a run (metrics or a checkpoint) unless `overwrite`; a
+   folder holding only the config.json of a run that stopped before training is reused, saying so; a path
+   that is a file, or a folder that cannot be written, is refused before any work.
+2. While a process writes a run folder it holds an exclusive `flock` on `.cnnzoo.lock` inside it (released
+   by the kernel when the process ends, even by kill -9); a second process is refused with the holder's pid
+   and host. Under torchrun only rank 0 writes, so only rank 0 locks.
+3. `--resume` keeps the recorded configuration. `--epochs` may grow (continuing or extending a finished
+   run); `--device`, `--data-dir`, `--download` and `--checkpoint-minutes` may change; anything else that
+   differs (another model, dataset, rate or --out) is refused, naming it. A run that stopped before its
+   first checkpoint is started over from its configuration; a checkpoint broken by an interrupted save
+   falls back to the previous consistent one (`checkpoint.py`). Each of these is said on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from ..errors import CnnzooError
+from .checkpoint import (
+    PREVIOUS,
+    atomic_write,
+    describe_os_error,
+    note,
+    read_meta,
+    restore_previous,
+    stale_temporaries,
+    usable_checkpoint,
+)
+from .config import TrainConfig, load_config
+
+__all__ = ["RunLock", "new_run", "resume_run_dir", "plan_resume", "ResumePlan", "write_config"]
+
+LOCK_NAME = ".cnnzoo.lock"
+RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "accuracy.png")
+CHECKPOINT_TAGS = ("last", "best", "last" + PREVIOUS, "best" + PREVIOUS)
+CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".state.pt")
+# what a resumed run may change: where and how it runs, and how long; never what it computes
+RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes")
+
+
+class RunLock:
+    """An exclusive lock on a run folder while this process writes it (a context manager)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): the folder is written unlocked
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise CnnzooError(
+                f"cannot write in the run folder {self.run_dir}: {describe_os_error(e)}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
+            os.close(fd)
+            raise CnnzooError(
+                f"{self.run_dir} is being written by another cnnzoo process ({holder}): wait for it to "
+                "finish, or write into another folder"
+            ) from None
+        except OSError as e:  # a filesystem without locks: carry on, saying so
+            os.close(fd)
+            note(f"cannot lock {self.path} ({describe_os_error(e)}): writing the run folder unlocked")
+            return self
+        os.ftruncate(fd, 0)
+        os.write(
+            fd,
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+        )
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock; the file stays (removing it would race)
+            self.fd = None
+
+
+def _check_writable(run_dir: Path) -> None:
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise CnnzooError(
+            f"cannot write in the run folder {run_dir}: {os.strerror(13)} (the folder is read-only)"
+        )
+
+
+def _clean_temporaries(run_dir: Path) -> None:
+    stale = stale_temporaries(run_dir)
+    for p in stale:
+        p.unlink()
+    if stale:
+        note(
+            f"removed {len(stale)} half-written file(s) an interrupted save left in {run_dir}: "
+            + ", ".join(p.name for p in stale)
+        )
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    names = [*RUN_FILES, *(tag + suffix for tag in CHECKPOINT_TAGS for suffix in CHECKPOINT_SUFFIXES)]
+    return [run_dir / n for n in names if (run_dir / n).exists()]
+
+
+def describe_run(run_dir: Path) -> str:
+    """A few words on the run a folder holds: "lenet5 on mnist, 2 of 8 epochs done"."""
+    words = []
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        config = config.get("train", config) if isinstance(config, dict) else {}
+        words.append(f"{config.get('model', '?')} on {config.get('data', '?')}")
+        total = config.get("epochs")
+    except (OSError, ValueError, AttributeError):
+        total = None
+    for weights in (run_dir / "last.safetensors", run_dir / f"last{PREVIOUS}.safetensors"):
+        try:
+            done = read_meta(weights).get("epoch")
+        except CnnzooError:
+            continue
+        words.append(f"{done} of {total} epochs done" if total else f"{done} epochs done")
+        break
+    else:
+        words.append("no checkpoint yet")
+    return ", ".join(words)
+
+
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    atomic_write(
+        run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    )
+
+
+class new_run:  # noqa: N801 (used as a context manager, like open)
+    """Prepare a fresh run folder and hold its lock: refuse a file or an existing run (unless `overwrite`,
+    which removes the earlier run's files and says so), clean a crash's leftovers, write config.json.
+
+    `config` writes the run's configuration (`write_config` for training; fine-tuning has its own). A run
+    refused for bad input (a `CnnzooError`) before it trained leaves nothing behind: what this made is
+    removed. A kill or Ctrl-C leaves config.json, so that `--resume` starts the run over.
+    """
+
+    def __init__(self, run_dir: Path, config, *, overwrite: bool = False, flag: str = "--out"):
+        self.run_dir, self.config, self.overwrite, self.flag = Path(run_dir), config, overwrite, flag
+        self.lock = RunLock(self.run_dir)
+        self.made: Path | None = None  # the outermost folder this created
+
+    def __enter__(self) -> Path:
+        run_dir = self.run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CnnzooError(f"{self.flag} {run_dir} is a file, not a folder: name a folder for the run")
+        missing = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+        self.made = missing[-1] if missing else None
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CnnzooError(f"cannot create the run folder {run_dir}: {describe_os_error(e)}") from None
+        self.lock.__enter__()
+        try:
+            _check_writable(run_dir)
+            existing = _run_files(run_dir)
+            trained = [p for p in existing if p.name != "config.json"]
+            if trained and not self.overwrite:
+                raise CnnzooError(
+                    f"{run_dir} already holds a run ({describe_run(run_dir)}): continue it with "
+                    f"`cnnzoo train --resume {run_dir}`, replace it with --overwrite, or choose another {self.flag}"
+                )
+            what = describe_run(run_dir) if existing else ""
+            for p in existing:
+                p.unlink()
+            if trained:
+                note(f"--overwrite: removed the earlier run in {run_dir} ({what})")
+            elif existing:  # a run stopped before it trained (a typo in --data): nothing to lose
+                note(f"replacing the configuration of a run that never trained in {run_dir} ({what})")
+            _clean_temporaries(run_dir)
+            self.config(run_dir)
+        except BaseException as e:
+            self.__exit__(type(e), e, None)
+            raise
+        return run_dir
+
+    def __exit__(self, exc_type=None, exc=None, tb=None) -> None:
+        try:
+            if exc_type is not None and issubclass(exc_type, CnnzooError):
+                self._undo()
+        finally:
+            self.lock.__exit__()
+
+    def _undo(self) -> None:
+        """Remove the config, lock and folders this made, unless the run has trained meanwhile."""
+        run_dir = self.run_dir
+        if [p for p in _run_files(run_dir) if p.name != "config.json"]:
+            return
+        for name in ("config.json", LOCK_NAME):
+            try:
+                (run_dir / name).unlink()
+            except OSError:
+                pass
+        if self.made is not None:
+            for folder in [run_dir, *run_dir.parents]:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
+                if folder == self.made:
+                    break
+
+
+def resume_run_dir(resume: str | Path) -> Path:
+    """The run folder `--resume` names (a folder, or a checkpoint file inside it)."""
+    run_dir = Path(resume)
+    if run_dir.suffix in (".safetensors", ".json") and run_dir.parent.is_dir():
+        run_dir = run_dir.parent
+    if not (run_dir / "config.json").exists():
+        raise CnnzooError(f"cannot resume {resume}: no run there (expected {run_dir / 'config.json'})")
+    return run_dir
+
+
+@dataclass
+class ResumePlan:
+    cfg: TrainConfig
+    run_dir: Path
+    weights: Path | None  # the checkpoint to continue from; None: start over from the configuration
+    epochs_done: int = 0
+    finished: bool = False  # nothing left to train (and no --epochs to extend it)
+    changed: dict = field(default_factory=dict)  # field -> (recorded, new)
+
+
+def _flag(name: str, value) -> str:
+    if name == "model":
+        return f"model {value}"
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def plan_resume(
+    run_dir: Path, changes: dict, *, out: str | Path | None = None, writes: bool = True
+) -> ResumePlan:
+    """What `--resume` will do, checked before any work (see the module docstring, rule 3).
+
+    `changes`: the training options given with --resume (None values are "not given"). `writes`: this process
+    may repair and update the folder (rank 0, holding the lock); other ranks only read the same decision.
+    """
+    run_dir = Path(run_dir)
+    raw = _read_json(run_dir / "config.json")
+    if isinstance(raw, dict) and "finetune" in raw:
+        raise CnnzooError(
+            f"{run_dir} is a fine-tuning run: --resume continues training runs (`cnnzoo train`) only"
+        )
+    cfg = load_config(run_dir / "config.json")
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise CnnzooError(
+            f"--resume continues {run_dir} in place; --out {out} names another folder (copy the run folder "
+            "there first to continue a copy)"
+        )
+    changed, refused = {}, []
+    names = {f.name for f in fields(TrainConfig)}
+    for name, value in changes.items():
+        if value is None or name not in names or value == getattr(cfg, name):
+            continue
+        if name in RESUMABLE:
+            changed[name] = (getattr(cfg, name), value)
+        else:
+            refused.append(f"{_flag(name, value)} (recorded: {getattr(cfg, name)})")
+    if refused:
+        raise CnnzooError(
+            f"cannot resume {run_dir} with {', '.join(refused)}: a resumed run keeps its recorded configuration "
+            f"(only {', '.join(_flag(n, 'N').split()[0] for n in RESUMABLE)} may change); to train with other "
+            f"settings start a new run: cnnzoo train --config {run_dir / 'config.json'} --out NEW_FOLDER ..."
+        )
+    if writes:
+        _check_writable(run_dir)
+        _clean_temporaries(run_dir)
+    new_cfg = replace(cfg, **{k: v for k, (_, v) in changed.items()})
+    plan = ResumePlan(new_cfg, run_dir, None, changed=changed)
+
+    last = run_dir / "last.safetensors"
+    if not last.exists() and not (run_dir / f"last{PREVIOUS}.safetensors").exists():
+        if writes:
+            note(
+                f"{run_dir} has no checkpoint yet (it stopped before its first save): starting it over from its recorded configuration"
+            )
+    else:
+        try:
+            weights, why = usable_checkpoint(last, state=True)
+        except CnnzooError as e:
+            raise CnnzooError(f"cannot resume {run_dir}: {e}") from None
+        if why:
+            if writes:
+                restore_previous(run_dir, "last")
+                note(f"resuming {run_dir}: {why}")
+                weights = last
+        _repair_best(run_dir, writes)
+        meta = read_meta(weights)
+        plan.weights, plan.epochs_done = weights, int(meta.get("epoch", 0))
+        in_epoch = bool(meta.get("batch"))
+        if "epochs" in changed and new_cfg.epochs < plan.epochs_done + in_epoch:
+            raise CnnzooError(
+                f"--epochs {new_cfg.epochs}: {run_dir} has already trained {plan.epochs_done} epochs"
+                f"{' and part of the next' if in_epoch else ''}; give more to extend it"
+            )
+        plan.finished = plan.epochs_done >= new_cfg.epochs
+    if writes and not plan.finished:
+        _say_changes(plan, cfg)
+    if writes and changed and not plan.finished:
+        write_config(run_dir, new_cfg)
+    return plan
+
+
+def _say_changes(plan: ResumePlan, recorded: TrainConfig) -> None:
+    for name, (old, new) in plan.changed.items():
+        if name == "epochs":
+            verb = "extending the finished run" if plan.epochs_done >= old else "continuing"
+            note(
+                f"{verb} {plan.run_dir} to {new} epochs (recorded: {old}; {plan.epochs_done} done); the "
+                f"learning-rate schedule now spans {new} epochs"
+            )
+        else:
+            note(f"resuming {plan.run_dir} with {_flag(name, new)} (recorded: {old})")
+
+
+def _repair_best(run_dir: Path, writes: bool) -> None:
+    best = run_dir / "best.safetensors"
+    if not writes or not (best.exists() or (run_dir / f"best{PREVIOUS}.safetensors").exists()):
+        return
+    try:
+        _, why = usable_checkpoint(best)
+    except CnnzooError as e:
+        note(f"{e}: the next better epoch will write a new best")
+        return
+    if why:
+        restore_previous(run_dir, "best")
+        note(f"best checkpoint of {run_dir}: {why}")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # load_config reports it properly
+
+
+def output_folder(path: str | Path, flag: str) -> Path:
+    """A folder a command will write into: created when missing; a file, or a folder that cannot be
+    written, is refused in one line before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CnnzooError(f"{flag} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CnnzooError(f"cannot create {path} ({flag}): {describe_os_error(e)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CnnzooError(f"cannot write in {path} ({flag}): {os.strerror(13)} (the folder is read-only)")
+    return path
+
+
+def output_file(path: str | Path, flag: str) -> Path:
+    """A file a command will write: its folder is created when missing; a folder in its place, or a
+    folder that cannot be written, is refused in one line before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise CnnzooError(f"{flag} {path} is a folder: name a file")
+    output_folder(path.parent if str(path.parent) else Path("."), flag)
+    return path

@@ -1,0 +1,319 @@
+"""Hostile input to the command line (issue 12): every case is one clear line, never a traceback, and
+nothing is lost. Run-folder faults (crashes mid-save, locks, resume) are in tests/engine/test_run_folder.py.
+
+Read-only folders are real: as root (which ignores permission bits) the command runs without the
+capabilities that let root write anywhere (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER).
+"""
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnzoo.summary.probe as probe
+from cnnzoo.cli import main
+from cnnzoo.errors import CnnzooError
+
+QUIET_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("cnnzoo: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A one-epoch LeNet-5 run on 640 MNIST images (under a second of training)."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    args = ["train", "lenet5", "--train-subset", "640", "--batch-size", "64", "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(run)]) == 0
+    return run
+
+
+def _drop_root_powers() -> None:
+    """In the child, before exec: root without the capabilities that bypass permission bits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.fixture(scope="module")
+def run_read_only(tmp_path_factory):
+    """`cnnzoo ARGS` as a user whom read-only folders stop; skipped where that cannot be arranged."""
+    kwargs = {"preexec_fn": _drop_root_powers} if os.geteuid() == 0 else {}
+    probe_dir = tmp_path_factory.mktemp("probe")
+    probe_dir.chmod(0o555)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", f"open({str(probe_dir / 'x')!r}, 'w')"], capture_output=True, **kwargs
+        )
+    except (subprocess.SubprocessError, OSError):
+        r = None
+    probe_dir.chmod(0o755)
+    if r is None or r.returncode == 0:
+        pytest.skip("this user writes into read-only folders (root without a way to drop capabilities)")
+
+    def run(args) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cnnzoo", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=QUIET_ENV,
+            **kwargs,
+        )
+
+    return run
+
+
+def assert_one_line(r: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture()
+def read_only(tmp_path, run):
+    """A read-only folder holding a copy of the run; permissions restored afterwards."""
+    base = tmp_path / "ro"
+    shutil.copytree(run, base / "run")
+    for p in [*(base / "run").iterdir(), base / "run", base]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    yield base
+    for p in [base, base / "run"]:
+        p.chmod(0o755)
+
+
+# --- read-only folders, files in the way, missing folders ---------------------------------------
+
+
+def test_read_only_run_folder_resumed(read_only, run_read_only):
+    base = read_only
+    line = assert_one_line(run_read_only(["train", "--resume", str(base / "run"), "--epochs", "2"]))
+    assert re.search(
+        rf"cannot write in the run folder {re.escape(str(base / 'run'))}: Permission denied", line
+    )
+    assert json.loads((base / "run" / "last.json").read_text())["epoch"] == 1  # untouched
+
+
+def test_read_only_run_folder_evaluated(read_only, run_read_only):
+    """The figures are computed and printed; the plot that cannot be written is one line saying where to."""
+    base = read_only
+    r = run_read_only(["evaluate", str(base / "run")])
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "accuracy" in r.stdout
+    assert f"cannot write {base / 'run' / 'confusion-mnist.png'}: Permission denied" in r.stderr
+    assert "--confusion-png" in r.stderr
+
+
+def test_read_only_output_folders(read_only, run, run_read_only):
+    base = read_only
+    line = assert_one_line(run_read_only(["train", "lenet5", "--out", str(base / "new")]))
+    assert f"cannot create the run folder {base / 'new'}: Permission denied" in line
+    line = assert_one_line(
+        run_read_only(["finetune", "--from", str(run), "--data", "digits", "--out", str(base / "ft")])
+    )
+    assert f"cannot create the run folder {base / 'ft'}: Permission denied" in line
+    line = assert_one_line(run_read_only(["study", "transfer", "--quick", "--out", str(base / "study")]))
+    assert f"cannot create {base / 'study'} (--out): Permission denied" in line
+    line = assert_one_line(run_read_only(["evaluate", str(run), "--confusion-png", str(base / "c.png")]))
+    assert f"cannot write in {base} (--confusion-png): Permission denied" in line
+
+
+def test_confusion_png_into_a_missing_folder_is_created(run, tmp_path, capsys):
+    png = tmp_path / "plots" / "deeper" / "confusion.png"
+    assert main(["evaluate", str(run), "--confusion-png", str(png)]) == 0
+    assert png.stat().st_size > 0
+    assert f"confusion matrix plot: {png}" in capsys.readouterr().out
+
+
+def test_files_in_the_way(run, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert main(["study", "transfer", "--out", str(tmp_path / "file")]) == 2
+    assert f"--out {tmp_path / 'file'} is a file, not a folder" in one_line_error(capsys)
+    assert main(["evaluate", str(run), "--confusion-png", str(tmp_path)]) == 2
+    assert "is a folder: name a file" in one_line_error(capsys)
+    assert main(["finetune", "--from", str(run), "--data", "digits", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in one_line_error(capsys)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_evaluate_a_checkpoint_missing_a_key(run, tmp_path, capsys):
+    broken = tmp_path / "run"
+    shutil.copytree(run, broken)
+    for tag in ("best", "last"):
+        meta = json.loads((broken / f"{tag}.json").read_text())
+        del meta["image_size"]
+        (broken / f"{tag}.json").write_text(json.dumps(meta))
+    assert main(["evaluate", str(broken)]) == 2
+    assert "best.json: checkpoint config lacks 'image_size'" in one_line_error(capsys)
+    assert main(["predict", str(broken), "x.png"]) == 2
+    assert "lacks 'image_size'" in one_line_error(capsys)
+
+
+def test_an_os_error_anywhere_is_one_line(monkeypatch, capsys):
+    """The last resort for the environment's faults: an OSError no command turned into a message."""
+    import cnnzoo.cli as cli
+
+    def vanished(args):
+        raise FileNotFoundError(2, "No such file or directory", "/gone/file")
+
+    monkeypatch.setattr(cli, "cmd_models", vanished)
+    assert main(["models"]) == 1
+    assert "cnnzoo: error: /gone/file: No such file or directory" in capsys.readouterr().err
+
+
+# --- sizes: chosen right, or refused before any work ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A user's photos: 28 to 90 px, PNG/JPEG/BMP/WebP/GIF, two classes told apart by a bright top half."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for c in ("bright", "dark"):
+        (root / c).mkdir()
+        for i in range(10):
+            side = int(rng.integers(28, 91))
+            a = (rng.random((side, side, 3)) * 120).astype(np.uint8)
+            if c == "bright":
+                a[: side // 2] = 255
+            Image.fromarray(a).save(root / c / f"{i}.{['png', 'jpg', 'bmp', 'webp', 'gif'][i % 5]}")
+    return root
+
+
+def test_lenet_on_mixed_size_photos_takes_its_native_size(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lenet5", "--data", f"folder:{photos}", "--epochs", "1", "--out", str(out)]) == 0
+    assert "28x28" in capsys.readouterr().out
+    assert json.loads((out / "last.json").read_text())["image_size"] == 28
+
+
+def test_a_size_the_model_cannot_take_is_refused_before_any_work(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "lenet5", "--data", f"folder:{photos}", "--out", str(out)]
+    assert main([*args, "--image-size", "49"]) == 2
+    line = one_line_error(capsys)
+    assert "--image-size 49: lenet5 cannot take it (LeNet-5 takes images up to 32x32, got 49x49)" in line
+    assert not out.exists()  # refused before the run folder, the data or the model
+    assert main([*args, "--image-size", "20"]) == 2
+    assert "its minimum is 28" in one_line_error(capsys)
+
+
+def test_summary_checks_memory_before_allocating(monkeypatch, capsys):
+    monkeypatch.setattr(probe, "available_memory", lambda device="cpu": 8 * 10**9)
+    assert main(["summary", "lenet5", "--input-size", "200000"]) == 2
+    line = one_line_error(capsys)
+    assert "a 1x200000x200000 input alone needs 160.0 GB of memory, 8.0 GB is available" in line
+    assert "native input is 28" in line
+    assert main(["summary", "resnet18", "--input-size", "20000"]) == 2
+    assert re.search(
+        r"summarising resnet18 on a 3x20000x20000 input needs about [\d.]+ GB", one_line_error(capsys)
+    )
+    assert main(["summary", "lenet5", "--input-size", "64"]) == 2
+    assert "lenet5 cannot run on a 1x64x64 input: LeNet-5 takes images up to 32x32" in one_line_error(capsys)
+
+
+def test_training_data_that_cannot_fit_in_memory_is_refused(tmp_path, capsys):
+    assert main(["train", "vgg11", "--image-size", "20000", "--out", str(tmp_path / "r")]) == 2
+    assert re.search(
+        r"70,000 images of mnist at 20000x20000 need [\d.,]+ TB of memory", one_line_error(capsys)
+    )
+
+
+# --- pictures to predict ------------------------------------------------------------------------
+
+
+def test_predict_reads_16_bit_like_8_bit_and_refuses_a_bomb(run, tmp_path, capsys):
+    from cnnzoo.data import load_dataset
+
+    digit = load_dataset("mnist").test.images[0, 0].numpy()
+    Image.fromarray(digit).save(tmp_path / "8.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "16.png")
+    assert main(["predict", str(run), str(tmp_path / "8.png"), str(tmp_path / "16.png"), "--json"]) == 0
+    eight, sixteen = json.loads(capsys.readouterr().out)
+    assert eight["top"] == sixteen["top"]
+    bomb = Image.new("1", (50_000, 50_000))
+    bomb.save(tmp_path / "bomb.png", optimize=True)
+    del bomb
+    assert main(["predict", str(run), str(tmp_path / "bomb.png")]) == 2
+    assert "decompression bomb" in one_line_error(capsys)
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "lenet5", "--momentum", "-0.5"], "momentum must be 0 or more, got -0.5"),
+        (["train", "lenet5", "--weight-decay", "-1"], "weight decay must be 0 or more, got -1.0"),
+        (["train", "lenet5", "--checkpoint-minutes", "-1"], "checkpoint minutes must be 0 (off) or more"),
+    ],
+)
+def test_bad_numbers_are_one_line(args, message, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_samples_per_class_must_be_positive(n, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["finetune", "--from", "x", "--data", "digits", "--samples-per-class", n])
+    assert exit.value.code == 2
+    assert f"--samples-per-class: expected a positive integer, got {n}" in capsys.readouterr().err
+
+
+def test_finetune_config_refuses_negative_samples_per_class():
+    from cnnzoo.transfer.finetune import FinetuneConfig
+
+    with pytest.raises(CnnzooError, match="samples per class must be positive"):
+        FinetuneConfig(source="x", samples_per_class=-1)
+
+
+def test_random_bytes_as_a_source_are_not_called_python_objects(tmp_path, capsys):
+    noise = tmp_path / "weights.pth"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert main(["finetune", "--from", str(noise), "--data", "digits", "--out", str(tmp_path / "r")]) == 2
+    line = one_line_error(capsys)
+    assert "its bytes are not a PyTorch file" in line and "Python objects" not in line
+    truncated = tmp_path / "cut.pth"
+    torch.save({"w": torch.zeros(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    assert main(["finetune", "--from", str(truncated), "--data", "digits", "--out", str(tmp_path / "r")]) == 2
+    assert "truncated or corrupt" in one_line_error(capsys)
+
+
+# --- Ctrl-C while starting ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 1.3, 2.0])
+def test_ctrl_c_while_starting_up_is_no_traceback(delay, tmp_path):
+    """SIGINT while Python imports torch (or, later, loads the data): one line, exit 130, no traceback.
+    (An interrupt inside numpy's C initialisation used to surface as an ImportError traceback.)"""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnzoo", "train", "lenet5", "--train-subset", "640", "--epochs", "1",
+         "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=QUIET_ENV,
+    )  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err[-2000:]
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert err.strip().endswith("cnnzoo: interrupted") or "continue with: cnnzoo train --resume" in out
