@@ -162,8 +162,8 @@ def one_epoch_run(tmp_path, capsys):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("code", r"last\.state\.pt is unusable: it holds Python objects \(posix\.system\)"),
-        ("raw-pickle", r"last\.state\.pt is unusable: it holds Python objects \(posix\.system\)"),
+        ("code", r"last\.state\.pt is unusable: it holds Python objects .*can run code: posix\.system"),
+        ("raw-pickle", r"last\.state\.pt is unusable: it holds Python objects .*can run code: posix\.system"),
         ("truncated", r"last\.state\.pt is unusable: it is truncated or corrupt"),
         ("no-image-size", r"last\.json: checkpoint config lacks 'image_size'"),
         ("bad-json", r"last\.json: corrupt checkpoint config"),

@@ -433,13 +433,13 @@ def describe_load_error(path: Path, e: BaseException) -> str:
     names = [found.group(1)] if found else _pickled_globals(path)
     if names:
         shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        return f"it holds Python objects ({shown}) besides tensors, which cnnzoo never unpickles (they can run code)"
+        return f"it holds Python objects besides tensors, which cnnzoo never unpickles as they can run code: {shown}"
     if isinstance(e, OSError):
         return describe_os_error(e)
     if "central directory" in text or isinstance(e, EOFError) or "Ran out of input" in text:
-        return "it is truncated or corrupt (an incomplete PyTorch file)"
+        return "it is truncated or corrupt: an incomplete PyTorch file"
     if isinstance(e, pickle.UnpicklingError) or "Unsupported operand" in text or "invalid load key" in text:
-        return "its bytes are not a PyTorch file (neither a zip archive nor a pickle of tensors)"
+        return "its bytes are not a PyTorch file: neither a zip archive nor a pickle of tensors"
     first = text.strip().splitlines()[0] if text.strip() else "no detail"
     return f"{type(e).__name__}: {first}"
 
