@@ -187,8 +187,16 @@ def test_write_report(results, tmp_path):
     assert "| calibration (lenet5) | 4 | 3/4 (75%) | 1/4 | 3.0 | 3/4 (75%) | 3/4 | 10.0 | 2.0 |" in lines
     assert "| held-out (lenet5) | 1 | 0/1 (0%) | 0/1 | 3.0 | 1/1 (100%) | 1/1 | 10.0 | 2.0 |" in lines
     assert "| deeper (resnet20) | 2 | 2/2 (100%) | 1/2 | 3.0 | not run | - | - | 2.0 |" in lines
-    assert "the rules picked near-best in 0 of 1 rows (0%): the goal of 80% was **not met**" in text
+    assert (
+        "the rules picked near-best in 0 of 1 rows (0%): the goal of 80% was **not met** by the rules; "
+        "the trial picked near-best in 1 of 1 (100%): met by trial." in text
+    )
+    assert (
+        "- rules off: glyphs-latin → glyphs-greek, 5 per class: head 70.0% against last:2 75.0% (-5.0 points)"
+        in lines
+    )
     assert "| resnet20 | latin-cyrillic | 5 | last:2 | 66.0 | 80.0 | +14.0 |" in lines
+    assert "scored higher in 3 of 4 comparisons (by -1.2 points on average)." in text
     assert "On the deeper grid (`resnet20`):" in text
     verdicts = [line for line in lines if line.startswith("- **")]
     assert len(verdicts) == 6 + 2 + 4

@@ -6,14 +6,23 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-__all__ = ["write_report", "principles", "advisor_score", "advised", "near_best", "best", "bn_comparison"]
+__all__ = [
+    "write_report",
+    "principles",
+    "advisor_score",
+    "advised",
+    "near_best",
+    "best",
+    "bn_comparison",
+]
 
 NEAR = 1.0  # points: "near-best"
 ORDER = ("scratch", "head", "last:1", "last:2", "last:3", "full", "gradual", "last:1+bn", "last:2+bn")
 GRID_TEXT = {
-    "calibration": "the grid the advisor's thresholds were chosen on: its score here is in sample",
-    "held-out": "no threshold was ever chosen on these rows: the advisor's score here is out of sample",
-    "deeper": "a deeper network: do LeNet-5's lessons and the advisor's rules carry over?",
+    "calibration": "The grid the advisor's thresholds were chosen on: its score here is in sample.",
+    "held-out": "No threshold was ever chosen on these rows: the advisor's score here is out of sample.",
+    "deeper": "A deeper network, its stem and three stages as groups: do LeNet-5's lessons and the advisor's "
+    "rules carry over?",
 }
 
 
@@ -230,7 +239,7 @@ def _grid_section(grid: dict, out: Path) -> list[str]:
     lines = [
         f"## {grid['name'].capitalize()} grid: `{grid['model']}`, {grid['seeds']} seed(s) per cell",
         "",
-        GRID_TEXT.get(grid["name"], "") + ".",
+        GRID_TEXT.get(grid["name"], ""),
         "",
     ]
     for setting in grid["settings"]:
@@ -280,10 +289,15 @@ def _score_lines(results: dict) -> list[str]:
     if held is not None:
         sc = advisor_score(held)
         goal = sc["rows"] and sc["rules_near"] / sc["rows"] >= 0.8
+        trial_goal = sc["trials"] and sc["trial_near"] / sc["trials"] >= 0.8
         lines += [
             "",
             f"Out of sample (held-out grid), the rules picked near-best in {sc['rules_near']} of {sc['rows']} rows "
-            f"({_pct(sc['rules_near'], sc['rows'])}): the goal of 80% was {'met' if goal else '**not met**'}.",
+            f"({_pct(sc['rules_near'], sc['rows'])}): the goal of 80% was {'met' if goal else '**not met**'} by "
+            f"the rules; the trial picked near-best in {sc['trial_near']} of {sc['trials']} "
+            f"({_pct(sc['trial_near'], sc['trials'])}): {'met' if trial_goal else '**not met**'} by trial.",
+            "",
+            *_misses(held),
         ]
     lines += [
         "",
@@ -293,6 +307,23 @@ def _score_lines(results: dict) -> list[str]:
         "",
         *_example_advice(results),
     ]
+    return lines
+
+
+def _misses(grid: dict) -> list[str]:
+    """The rows where the rules or the trial were off (more than NEAR points below the best), with the gap."""
+    lines = []
+    for setting in grid["settings"]:
+        for row in setting["rows"]:
+            name, top = best(row)
+            for who, pick in (("rules", advised(row)), ("trial", _trial_pick(row))):
+                if pick and not near_best(row, pick):
+                    got = row["cells"][pick]["mean"] if pick in row["cells"] else float("nan")
+                    lines.append(
+                        f"- {who} off: {setting['source_data']} → {setting['target_data']}, "
+                        f"{row['samples_per_class']} per class: {pick} {got:.1f}% against {name} {top:.1f}% "
+                        f"({got - top:+.1f} points)"
+                    )
     return lines
 
 
@@ -308,7 +339,7 @@ def _example_advice(results: dict) -> list[str]:
         f"{setting['target_data']} --samples-per-class {row['samples_per_class']} --trial"
     )
     return [
-        f"What the advice says, for example (`{command}`; measuring took {a['seconds']:.0f} s, the rules alone "
+        f"What the advice says, for example (`{command}`; measuring took {a['seconds']:.1f} s, the rules alone "
         f"would have quoted about {a.get('trial_estimate_seconds', 0):.0f} s for the trial, which took "
         f"{row['trial']['seconds']:.0f} s):",
         "",
@@ -353,6 +384,13 @@ def _bn_lines(results: dict) -> list[str]:
     ]
     for model, key, n, base, frozen, live in rows:
         lines.append(f"| {model} | {key} | {n} | {base} | {frozen:.1f} | {live:.1f} | {live - frozen:+.1f} |")
+    better = sum(frozen > live for *_, frozen, live in rows)
+    mean = statistics.fmean(frozen - live for *_, frozen, live in rows)
+    lines += [
+        "",
+        f"Frozen BatchNorm in inference mode scored higher in {better} of {len(rows)} comparisons "
+        f"(by {mean:+.1f} points on average).",
+    ]
     return [*lines, ""]
 
 
@@ -394,6 +432,21 @@ def _sizing_lines(results: dict) -> list[str]:
             f"- {grid['name']}: `{grid['model']}`, {len(grid['settings'])} source/target pair(s), {rows} rows, "
             f"{grid['seeds']} seed(s), strategies {', '.join(grid['strategies'])}"
             f"{', trial on every row' if grid.get('trial') else ''}."
+        )
+    sources = {}
+    for grid in results["grids"]:
+        for setting in grid["settings"]:
+            src = setting["source"]
+            sources[src["command"]] = src
+    if sources:
+        lines.append(
+            "- Sources (trained once into OUT/sources/, reused while their configuration is the same; not "
+            "committed): "
+            + "; ".join(
+                f"`{c}` {s['accuracy']:.2f}% in {s.get('train_seconds') or 0:.0f} s"
+                for c, s in sources.items()
+            )
+            + "."
         )
     machine = results.get("machine", {})
     if machine.get("load_average"):
