@@ -79,8 +79,10 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(seeds=3, width=16, train_subset=2_500, test_subset=2_000, epochs=3),
-    "quick": Preset(seeds=1, width=16, train_subset=1_500, test_subset=1_000, epochs=2),
+    "full": Preset(seeds=3, width=16, train_subset=4_000, test_subset=2_000, epochs=4, batch_size=64, lr=0.1),
+    "quick": Preset(
+        seeds=1, width=16, train_subset=1_500, test_subset=1_000, epochs=3, batch_size=64, lr=0.1
+    ),
     "tiny": Preset(
         seeds=1, width=4, train_subset=128, test_subset=128, epochs=1, speed_batch=4, speed_repeats=1
     ),
