@@ -55,7 +55,7 @@ CONDITIONS = {  # name -> cnnzoo augmentation string
 }
 DATASETS = {  # dataset -> the conditions run on it (the flip question needs only crop vs crop+flip on digits)
     "fashion-mnist": ("none", "crop", "crop+flip", "crop+flip+affine"),
-    "mnist": ("none", "crop", "crop+flip"),
+    "mnist": ("crop", "crop+flip"),
 }
 
 
@@ -67,12 +67,15 @@ class Preset:
     max_epochs: int  # ...within this many epochs (and at least 2)
     test_subset: int
     batch_size: int = 64
-    lr: float = 0.05
+    # AdamW: on 200 images SGD at 0.05 left one seed in three stuck near chance, and at 0.1 every one
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
 
 
 PRESETS = {
-    "full": Preset(seeds=3, sizes=(200, 1_000, 5_000), min_seen=6_000, max_epochs=30, test_subset=2_000),
-    "quick": Preset(seeds=1, sizes=(200, 2_000), min_seen=4_000, max_epochs=20, test_subset=1_000),
+    "full": Preset(seeds=3, sizes=(200, 1_000, 5_000), min_seen=12_000, max_epochs=60, test_subset=2_000),
+    "quick": Preset(seeds=1, sizes=(200, 2_000), min_seen=6_000, max_epochs=30, test_subset=1_000),
     "tiny": Preset(seeds=1, sizes=(64, 256), min_seen=256, max_epochs=4, test_subset=128, batch_size=64),
 }
 
@@ -86,7 +89,8 @@ def _run(data: str, condition: str, n: int, seed: int, splits: Splits, test, p: 
     epochs = epochs_for(len(train), p)
     cfg = train_config(
         model=MODEL, data=data, epochs=epochs, batch_size=min(p.batch_size, len(train)), lr=p.lr,
-        weight_decay=5e-4, seed=seed, device=device, eval_every=epochs, augment=CONDITIONS[condition],
+        optimizer=p.optimizer, weight_decay=p.weight_decay, seed=seed, device=device, eval_every=epochs,
+        augment=CONDITIONS[condition],
     )  # fmt: skip
     torch.manual_seed(seed)
     model = create_model(MODEL, num_classes=splits.info.num_classes, in_chans=1)
@@ -194,10 +198,13 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
         )
     )
     (g_small, s_small), (g_large, s_large) = gains[0], gains[-1]
+    largest = _verdict([(g_small - g_large, max(s_small, s_large))], seeds)
+    if largest == "Held" and g_small <= s_small:  # "largest" of losses is no gain
+        largest = "Did not hold" if g_small < -s_small else "Inconclusive"
     out.append(
         (
-            _verdict([(g_small - g_large, max(s_small, s_large))], seeds),
-            "the gain is largest with the least data",
+            largest,
+            "the gain in test accuracy is largest, and positive, with the least data",
             f"{g_small:+.1f} points at {sizes[0]} images, {g_large:+.1f} at {sizes[-1]}",
         )
     )
@@ -263,7 +270,8 @@ def write_report(results: dict, out: Path) -> Path:
     p = results["preset_config"]
     lines = ["# Augmentation: when crops and flips help, and when they stop", ""] + provenance_lines(results)
     lines += [
-        f"Model `{MODEL}`; SGD, one-cycle lr {p['lr']}, batch {p['batch_size']}, weight decay 5e-4. Each run takes at "
+        f"Model `{MODEL}`; {p.get('optimizer', 'sgd')}, one-cycle lr {p['lr']}, batch {p['batch_size']}, weight decay "
+        f"{p.get('weight_decay', 5e-4)}. Each run takes at "
         f"least {p['min_seen']:,} training images ({', '.join(f'{n} images: {epochs_for(n, _preset(p))} epochs' for n in p['sizes'])}). "
         "Training accuracy is measured after training, in eval mode, on the run's own training images without "
         "augmentation; the gap is training minus test accuracy. Augmentations: "
@@ -314,7 +322,8 @@ def write_report(results: dict, out: Path) -> Path:
 
 
 def _preset(d: dict) -> Preset:
-    return Preset(**{**d, "sizes": tuple(d["sizes"])})
+    known = {f for f in Preset.__dataclass_fields__}
+    return Preset(**{k: (tuple(v) if k == "sizes" else v) for k, v in d.items() if k in known})
 
 
 def finding(results: dict) -> tuple[str, str]:
