@@ -45,6 +45,24 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".state.pt")
 RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes")
 
 
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_locks_in_child() -> None:
+    """A forked child (a DataLoader worker) closes its copies of the lock descriptors: a flock lasts while
+    any copy is open, so a worker that outlives the run would otherwise keep the folder locked."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 class RunLock:
     """An exclusive lock on a run folder while this process writes it (a context manager)."""
 
@@ -83,10 +101,12 @@ class RunLock:
             f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
         )
         self.fd = fd
+        _HELD.add(fd)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
+            _HELD.discard(self.fd)
             os.close(self.fd)  # closing releases the flock; the file stays (removing it would race)
             self.fd = None
 
