@@ -53,7 +53,7 @@ def plot_feature_maps(
     network shows `max_layers` layers spread evenly from the first to the last."""
     from ..explain import feature_maps
 
-    layers = feature_maps(model, x[:1])
+    layers = [layer for layer in feature_maps(model, x[:1]) if layer.maps.shape[-1] > 1]  # not a global pool
     if len(layers) > max_layers:
         keep = np.linspace(0, len(layers) - 1, max_layers).round().astype(int)
         layers = [layers[i] for i in sorted(set(keep.tolist()))]
