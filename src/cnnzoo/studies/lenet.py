@@ -50,6 +50,7 @@ PAPER_TEST_ERROR = 0.95  # % MNIST test error of LeNet-5, no distortions: LeCun 
 PAPER_TEST_ERROR_DISTORTED = (
     0.8  # % the same, trained with artificial distortions: LeCun et al. 1998, sec. III
 )
+PAPER_EPOCHS = 20  # passes over the training set behind those figures: LeCun et al. 1998, sec. III
 PAPER_TRAINABLE = 60_000  # "LeNet-5 ... contains 60,000 trainable parameters": LeCun et al. 1998, sec. II.B
 PAPER_LAYERS = {"C1": 156, "S2": 12, "C3": 1_516, "S4": 32, "C5": 48_120, "F6": 10_164}  # ibid., sec. II.B
 # The course's LeNet-5 parameter table (the lecture's network: max-pooling without parameters, fc output)
@@ -285,6 +286,7 @@ def _plots(results: dict, out: Path) -> list[str]:
         label=f"paper, distortions ({PAPER_TEST_ERROR_DISTORTED}%)",
     )
     ax.set_yscale("log")
+    ax.set_xticks(list(epochs))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MNIST test error (%, log scale)")
     ax.set_title("LeNet-5 on MNIST: test error per epoch (mean ± std over seeds)")
@@ -393,8 +395,8 @@ def write_report(results: dict, out: Path) -> Path:
         f"Budget: {train_n:,} training images per run, {p['epochs']} epoch(s), each network's recipe "
         f"(`cnnzoo.engine.default_config`, with a gentler rate and smaller batch for `lenet5` in this short budget; "
         f"see the table and `config` in results.json); test on {results['test_images']:,} MNIST test images. "
-        "The paper trained on all 60,000 images for 20 passes, so our errors are upper bounds of what the "
-        "networks reach.",
+        f"The paper trained on all 60,000 images for {PAPER_EPOCHS} passes, so our errors are upper bounds of what "
+        "the networks reach.",
         "",
         "## Parameters: the lecture's table, the paper, and where they differ",
         "",
@@ -474,7 +476,8 @@ def write_report(results: dict, out: Path) -> Path:
     )
     for claim, held, figures in verdicts(results):
         lines.append(
-            f"- **{'Held' if held else 'Did not hold'} here**: {claim} ({figures}, under the budget above)."
+            f"- **{'Held' if held else 'Not reached in this budget'}**: {claim} ({figures}; the paper trained "
+            f"{PAPER_EPOCHS} epochs on all 60,000 images)."
         )
     lines += ["", "![test error](test_error.png)", ""]
     _plots(results, out)
@@ -516,7 +519,7 @@ def finding(results: dict) -> tuple[str, str]:
     verdict = ("counts held" if counts else "counts did not hold") + (
         "; error held"
         if all(reached)
-        else ("; error partly held" if any(reached) else "; error did not hold")
+        else ("; error partly reached" if any(reached) else "; error not reached in the budget")
     )
     return verdict, (
         f"parameters {t['lecture_total']:,} (lecture) and {t['paper_total']:,} (1998), the differences explained by "
