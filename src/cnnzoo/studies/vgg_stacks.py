@@ -79,7 +79,16 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(seeds=3, width=16, train_subset=4_000, test_subset=2_000, epochs=4, batch_size=64, lr=0.1),
+    "full": Preset(
+        seeds=3,
+        width=16,
+        train_subset=4_000,
+        test_subset=2_000,
+        epochs=4,
+        batch_size=64,
+        lr=0.1,
+        speed_repeats=7,
+    ),
     "quick": Preset(
         seeds=1, width=16, train_subset=1_500, test_subset=1_000, epochs=3, batch_size=64, lr=0.1
     ),
