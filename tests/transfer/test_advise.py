@@ -10,7 +10,7 @@ from cnnzoo.cli import main
 from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits, take_per_class
 from cnnzoo.engine import TrainConfig, train
-from cnnzoo.transfer.advise import LARGE, SMALL, recommend
+from cnnzoo.transfer.advise import LARGE, SCRATCH_GAIN, SMALL, recommend
 
 STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
 
@@ -21,26 +21,23 @@ STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
 @pytest.mark.parametrize(
     "per_class, probe_source, probe_random, kept, num_groups, expected",
     [
-        (10, 90.0, 40.0, 0.95, 4, "head"),  # little data, features that keep 95% of the source's accuracy
-        (10, 85.0, 80.0, None, 4, "head"),  # little data, similar: without a source accuracy, probe >= 80%
         (
             10,
-            75.0,
-            70.0,
-            None,
+            90.0,
+            40.0,
+            0.95,
             4,
-            "last:2",
-        ),  # ...and below 80% it counts as different: re-train the later layers
-        (10, 45.0, 40.0, 0.50, 4, "last:2"),  # little data, weak features (+5 points, half the source's)
-        (10, 41.0, 40.0, 0.45, 4, "last:2"),  # little data: never scratch, even with useless features
-        (10, 55.0, 40.0, 0.55, 2, "last:1"),  # ...never more stages than the model has before the head
-        (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data
-        (2000, 60.0, 30.0, 0.60, 4, "full"),  # plenty of data, different domain
-        (100, 50.0, 49.0, 0.50, 4, "scratch"),  # enough data, the source is no better than random
-        (2000, 70.0, 69.5, 0.90, 4, "scratch"),  # useless features beat "plenty of data"
-        (100, 90.0, 50.0, 0.92, 4, "last:2"),  # moderate data, similar domain
-        (100, 60.0, 40.0, 0.60, 4, "last:2"),  # moderate data, different domain
-        (100, 60.0, 40.0, 0.60, 2, "last:1"),
+            "full",
+        ),  # little data, similar: full (near-best in 2 of 2 calibration rows)
+        (10, 85.0, 80.0, None, 4, "full"),  # similar without a source accuracy: probe >= 80%
+        (10, 45.0, 40.0, 0.50, 4, "full"),  # little data, different (2 of 3 calibration rows: unsure)
+        (10, 30.0, 40.0, 0.30, 4, "full"),  # little data: never scratch, even with features below random
+        (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data (no calibration row: the textbook's)
+        (2000, 60.0, 69.5, 0.60, 4, "scratch"),  # features clearly below random beat "plenty of data"
+        (100, 40.0, 49.0, 0.40, 4, "scratch"),  # enough data, features 9 points below random ones
+        (100, 50.0, 49.0, 0.50, 4, "last:2"),  # moderate data, different (no calibration row: textbook)
+        (100, 60.0, 40.0, 0.60, 2, "last:1"),  # ...never more groups than the model has before the head
+        (100, 90.0, 50.0, 0.92, 4, "full"),  # moderate data, similar (2 of 2 calibration rows)
     ],
 )
 def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, expected):
@@ -53,13 +50,45 @@ def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, exp
 
 
 def test_rule_table_thresholds():
-    """SMALL images per class is no longer little data; LARGE is not yet plenty."""
-    assert recommend(SMALL - 1, 90, 40, 0.95, 4)[0] == "head"
-    assert recommend(SMALL, 90, 40, 0.95, 4)[0] == "last:2"
-    assert recommend(LARGE, 90, 40, 0.95, 4)[0] == "last:2"
-    assert recommend(LARGE + 1, 90, 40, 0.95, 4)[0] == "full"
+    """SMALL images per class is no longer little data; LARGE is not yet plenty; scratch below SCRATCH_GAIN."""
+    assert recommend(SMALL - 1, 60, 40, 0.6, 4)[0] == "full"  # little, different
+    assert recommend(SMALL, 60, 40, 0.6, 4)[0] == "last:2"  # moderate, different
+    assert recommend(LARGE, 60, 40, 0.6, 4)[0] == "last:2"
+    assert recommend(LARGE + 1, 60, 40, 0.6, 4)[0] == "full"
+    assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.6, 4)[0] == "scratch"
+    assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.6, 4)[0] == "last:2"
+    assert recommend(SMALL, 40, 50, 0.4, 4)[0] == "last:2"  # scratch needs more than SMALL per class
     assert "little data" in recommend(SMALL - 1, 90, 40, 0.95, 4)[1][0]
     assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
+    assert "near-best in 2 of 3 calibration rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
+    assert "the textbook's choice" in recommend(100, 60, 40, 0.6, 4)[1][-1]
+
+
+def test_the_table_is_what_the_procedure_fits_on_calibration_rows():
+    """`calibrate.fit_rules` on hand-made calibration rows: the scratch threshold at the widest margin, each
+    cell's strategy by near-best count then mean shortfall, and how sure each cell is."""
+    from cnnzoo.transfer.calibrate import fit_rules
+
+    def row(n, ps, pr, kept, **means):
+        advice = {"samples_per_class": n, "probe_source": ps, "probe_random": pr, "kept": kept}
+        return {"advice": advice, "cells": {k.replace("_", ":"): {"mean": v} for k, v in means.items()}}
+
+    rows = [
+        row(
+            5, 60, 40, 0.6, scratch=20, head=70, last_2=80, full=79.5
+        ),  # little, different: last:2 / full near
+        row(5, 60, 40, 0.6, scratch=20, head=70, last_2=75, full=80),  # full best, last:2 off
+        row(100, 90, 50, 0.95, scratch=90, head=92, last_2=95, full=96),  # moderate, similar: full
+        row(100, 60, 66, 0.6, scratch=90, head=80, last_2=85, full=86),  # gain -6: scratch
+        row(200, 70, 72, 0.7, scratch=87, head=80, last_2=85, full=88),  # gain -2: full best, scratch near
+    ]
+    fit = fit_rules(rows, small=SMALL, large=LARGE, similar_probe=80.0)
+    assert fit.scratch_gain == -4.0  # between -6 (scratch best) and -2 (full best): the middle
+    assert fit.table[("little", False)] == "full" and fit.record[("little", False)] == (2, 2)
+    assert fit.table[("moderate", True)] == "full" and fit.sure(("moderate", True))
+    assert fit.table[("moderate", False)] == "full"  # the gain -2 row: 88 is the best of its row
+    assert fit.table[("little", True)] == "head" and not fit.sure(("little", True))  # no row: textbook's
+    assert (fit.near, fit.rows) == (5, 5)
 
 
 # --- real probes ----------------------------------------------------------------------------------------
@@ -85,7 +114,7 @@ def test_probe_prefers_the_sources_features_on_its_own_task(source):
     target = Splits(take_per_class(mnist.test, 20, 0), mnist.test)
     advice = advise(str(source), target, device="cpu")
     assert advice.probe_source >= advice.probe_random + 10, advice
-    assert advice.samples_per_class == 20 and advice.strategy == "head"  # little data, useful features
+    assert advice.samples_per_class == 20 and advice.strategy == "full"  # little data, useful features
 
 
 def test_advise_on_digits_and_the_json_of_the_command(source, capsys):
@@ -97,7 +126,7 @@ def test_advise_on_digits_and_the_json_of_the_command(source, capsys):
     assert advice.strategy in STRATEGIES
     assert advice.num_classes == 10 and advice.samples_per_class == 144.5  # median of the per-class counts
     assert advice.groups == ["conv1", "conv2", "fc1", "fc2", "head"] and advice.num_groups == 4
-    # probes on 80% / 20% of digits' training split: far above chance (10%) with either features
+    # probes cross-validated on digits' training split: far above chance (10%) with either features
     assert 50.0 < advice.probe_source <= 100.0 and 50.0 < advice.probe_random <= 100.0
     assert advice.source_accuracy == pytest.approx(source_acc)
     assert advice.kept == pytest.approx(advice.probe_source / source_acc)

@@ -130,3 +130,16 @@ def test_the_studys_sources_are_what_cnnzoo_train_trains():
     )
     cfg = source_config("resnet20", "glyphs-digits", deeper.source_flags)
     assert (cfg.epochs, cfg.lr) == (4, default_config("resnet20", "glyphs-digits").lr)
+
+
+def test_the_study_checks_its_readme_command_through_the_command_line(source, digits):
+    """`reproduce_cell` runs the README's `cnnzoo finetune ... --strategy last:2` line and compares what it
+    printed with the report's cell (here one computed by the study's own `run_cell`, full recipe)."""
+    from cnnzoo.studies.transfer import reproduce_cell
+
+    cell = run_cell(source, digits, "last:2", 5, 0, PRESETS["full"], "cpu")
+    row = {"samples_per_class": 5, "cells": {"last:2": {"runs": [cell]}}}
+    setting = {"source": {"path": str(source)}, "target_data": "digits", "rows": [row]}
+    check = reproduce_cell({"grids": [{"name": "calibration", "settings": [setting]}]}, "cpu")
+    assert check["command"] == finetune_command(str(source), "digits", "last:2", 5)
+    assert check["exit"] == 0 and check["printed"] == round(cell["accuracy"], 2)

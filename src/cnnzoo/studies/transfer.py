@@ -52,6 +52,8 @@ __all__ = [
     "pretrain_source",
     "source_command",
     "finetune_command",
+    "reproduce_cell",
+    "default_work",
 ]
 
 EVAL_EVERY = 1000  # the study reports the final epoch only: it skips the per-epoch test passes
@@ -66,6 +68,7 @@ class Setting:
     source_data: str
     target_data: str
     sizes: tuple[int, ...]  # training images per class; 0 = all
+    bundled: str | None = None  # bundled weights as the source (`--from resnet20:glyphs-latin`), not trained
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,8 @@ class Preset:
 QUICK_SOURCE = {"epochs": 1, "train_subset": 2000, "batch_size": 64}
 
 
-def _s(key, title, src, dst, *sizes) -> Setting:
-    return Setting(key, title, src, dst, tuple(sizes))
+def _s(key, title, src, dst, *sizes, bundled=None) -> Setting:
+    return Setting(key, title, src, dst, tuple(sizes), bundled)
 
 
 LATIN, CYRILLIC, GREEK, TYPED = "glyphs-latin", "glyphs-cyrillic", "glyphs-greek", "glyphs-digits"
@@ -125,9 +128,39 @@ PRESETS = {
                 seeds=2,
             ),
             Grid(
+                "unseen",
+                "lenet5",
+                (  # chosen, and committed, before any of them was measured: after the rules were refitted
+                    _s("latin-mnist", "letters to handwritten digits", LATIN, "mnist", 5, 50),
+                    _s("latin-digits", "letters to scanned digits", LATIN, "digits", 10),
+                    _s("latin-fashion", "letters to clothing", LATIN, "fashion-mnist", 10, 100),
+                    _s("latin-greek", "another script, another size", LATIN, GREEK, 50),
+                    _s("typed-fashion", "typed digits to clothing", TYPED, "fashion-mnist", 20),
+                    _s("typed-greek", "typed digits to letters", TYPED, GREEK, 10),
+                    _s("fashion-digits", "clothing to scanned digits", "fashion-mnist", "digits", 5, 50),
+                    _s("fashion-typed", "clothing to typed digits", "fashion-mnist", TYPED, 10),
+                    _s("mnist-greek", "handwritten digits to letters", "mnist", GREEK, 10),
+                    _s("mnist-digits", "calibration pair, another size", "mnist", "digits", 10),
+                    _s("mnist-fashion", "calibration pair, another size", "mnist", "fashion-mnist", 20),
+                ),
+                LENET,
+                seeds=2,
+            ),
+            Grid(
                 "deeper",
                 "resnet20",
-                (_s("typed-digits", "typed digits to scans", TYPED, "digits", 5, 20),),
+                (
+                    _s("typed-digits", "typed digits to scans", TYPED, "digits", 5, 20),
+                    _s(
+                        "latin-greek",
+                        "another script (bundled weights)",
+                        LATIN,
+                        GREEK,
+                        5,
+                        20,
+                        bundled="resnet20:glyphs-latin",
+                    ),
+                ),
                 RESNET,
                 seeds=1,
                 source_flags={"epochs": 4},
@@ -191,11 +224,12 @@ def finetune_command(source: str, data: str, strategy: str, n: int, seed: int = 
     return " ".join(words + ([f"--seed {seed}"] if seed else []))
 
 
-def pretrain_source(model: str, data: str, flags: dict, out: Path, device: str) -> Path:
-    """Train the source once into OUT/sources/; reuse it while its recorded configuration is the same."""
+def pretrain_source(model: str, data: str, flags: dict, work: Path, device: str) -> tuple[Path, bool]:
+    """Train the source once into WORK/sources/; reuse it while its recorded configuration is the same.
+    Returns (run folder, whether it was trained by this call)."""
     cfg = source_config(model, data, flags, device)
     name = "-".join([model, data, *[f"{k}{v}" for k, v in flags.items()]])
-    run_dir = Path(out) / "sources" / name
+    run_dir = Path(work) / "sources" / name
     wanted = {k: v for k, v in cfg.to_dict().items() if k != "device"}
     try:
         recorded = json.loads((run_dir / "config.json").read_text())
@@ -204,14 +238,20 @@ def pretrain_source(model: str, data: str, flags: dict, out: Path, device: str) 
     except (OSError, ValueError, KeyError):
         recorded, done = None, False
     if recorded == wanted and done and (run_dir / "best.safetensors").exists():
-        return run_dir
+        return run_dir, False
     if run_dir.exists():  # an older or unfinished source: train it again from the start
         shutil.rmtree(run_dir)
     train(cfg, run_dir=run_dir, quiet=True)
-    return run_dir
+    return run_dir, True
 
 
-def _source_facts(run_dir: Path) -> dict:
+def _source_facts(source: str | Path) -> dict:
+    from ..inference.pretrained import is_pretrained_name, pretrained_entry
+
+    if is_pretrained_name(str(source)):
+        entry = pretrained_entry(str(source))
+        return {"accuracy": entry.accuracy, "epochs": None, "train_seconds": None, "bundled": True}
+    run_dir = Path(source)
     best = json.loads((run_dir / "best.json").read_text())
     log = (run_dir / "metrics.jsonl").read_text().splitlines()
     seconds = json.loads(log[-1]).get("time") if log else None
@@ -256,13 +296,17 @@ class _Cache:
     def __init__(self, path: Path):
         self.path = path
         self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.computed = self.reused = 0  # this run's: measured now, or found from an earlier run
 
     @staticmethod
     def key(*parts) -> str:
         return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def get(self, key: str, compute):
-        if key not in self.data:
+        if key in self.data:
+            self.reused += 1
+        else:
+            self.computed += 1
             self.data[key] = compute()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
@@ -290,41 +334,57 @@ def _advice_record(advice) -> dict:
     return record
 
 
-def _row(grid: Grid, setting: Setting, source: Path, splits: Splits, n: int, seeds: int, ctx) -> dict:
+# What decides a cached figure besides its configuration: bump when the probes (advice) or the race
+# (trial) change, so that cached figures of older code are measured again.
+ADVICE_VERSION = 2  # 2: probes trained to convergence, cross-validated where the images are few
+TRIAL_VERSION = 1
+
+
+def _row(grid: Grid, setting: Setting, source: str, splits: Splits, n: int, seeds: int, ctx) -> dict:
     preset, device, cache, bar = ctx
-    fingerprint = (grid.model, str(source), _source_stamp(source), setting.target_data, n, preset.min_steps)
+    # the source by name and content, not by folder: moving the work folder keeps the cache valid
+    name = setting.bundled or Path(source).name
+    fingerprint = (grid.model, name, _source_stamp(source), setting.target_data, n, preset.min_steps)
     cells = {}
     for strategy in grid.strategies:
         runs = []
         for seed in range(seeds):
             ft, cfg, _ = cell_plan(source, splits, strategy, n, seed, preset, device)
-            key = cache.key("cell", fingerprint, asdict(ft), cfg.to_dict())
+            plan = {**asdict(ft), "source": name}
+            key = cache.key("cell", fingerprint, plan, cfg.to_dict())
             runs.append(
                 cache.get(key, lambda s=strategy, k=seed: run_cell(source, splits, s, n, k, preset, device))
             )
             bar.update(1)
         cells[strategy] = _summary(runs)
 
-    def ask():
-        a = advise(
+    def ask(trial: bool):  # `cnnzoo advise --samples-per-class N [--trial]`, as a user runs it
+        return advise(
             str(source),
             splits,
             device=device,
             seed=0,
             samples_per_class=n,
-            trial=grid.trial,
+            trial=trial,
             min_steps=preset.min_steps,
             max_epochs=preset.max_epochs,
         )
-        return {"advice": _advice_record(a), "trial": a.trial}
 
-    asked = cache.get(cache.key("advice", fingerprint, grid.trial), ask)
-    return {"samples_per_class": n or "all", "cells": cells, **asked}
+    # cached apart: a change to the probes re-measures the advice without racing again
+    advice = cache.get(cache.key("advice", fingerprint, ADVICE_VERSION), lambda: _advice_record(ask(False)))
+    trial = None
+    if grid.trial:
+        trial = cache.get(cache.key("trial", fingerprint, TRIAL_VERSION), lambda: ask(True).trial)
+    return {"samples_per_class": n or "all", "cells": cells, "advice": advice, "trial": trial}
 
 
-def _source_stamp(run_dir: Path) -> str:
+def _source_stamp(source: str | Path) -> str:
     """Changes when the source is retrained (so cached cells of an older source are not reused)."""
-    meta = json.loads((run_dir / "best.json").read_text())
+    from ..inference.pretrained import is_pretrained_name, pretrained_entry
+
+    if is_pretrained_name(str(source)):
+        return pretrained_entry(str(source)).sha256
+    meta = json.loads((Path(source) / "best.json").read_text())
     return json.dumps(meta.get("metrics"), sort_keys=True)
 
 
@@ -338,44 +398,62 @@ def rewrite_report(out: str | Path = "reports/transfer") -> Path:
     return write_report(json.loads(path.read_text()), Path(out))
 
 
+def default_work(out: str | Path) -> Path:
+    """Where the sources and the cache of finished cells go: never inside the report folder (weights and
+    caches are not committed). The default report's work is runs/studies/transfer; another OUT's is
+    OUT/.work."""
+    out = Path(out)
+    return Path("runs/studies/transfer") if out == Path("reports/transfer") else out / ".work"
+
+
 def run_transfer_study(
     out: str | Path = "reports/transfer",
     *,
     quick: bool = False,
     seeds: int | None = None,
     device: str = "auto",
+    work: str | Path | None = None,
 ) -> Path:
-    """Run every grid of the preset (`--seeds` replaces each grid's seed count) and write the report."""
+    """Run every grid of the preset (`--seeds` replaces each grid's seed count) and write the report.
+
+    `work`: the sources and the cache of finished cells (default: `default_work(out)`)."""
     name = "quick" if quick else "full"
     preset = PRESETS[name]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    work = Path(work) if work is not None else default_work(out)
     started = time.perf_counter()
-    cache = _Cache(out / ".cache" / f"cells-{name}.json")
+    cache = _Cache(work / ".cache" / f"cells-{name}.json")
     cells = sum(
         len(s.sizes) * len(g.strategies) * (seeds or g.seeds) for g in preset.grids for s in g.settings
     )
     bar = tqdm(total=cells, desc="transfer study", unit="run")
-    results = {"preset": name, "recipe": describe_recipe(), "grids": []}
+    results = {"preset": name, "recipe": describe_recipe(), "grids": [], "sources_trained": []}
     for grid in preset.grids:
         n_seeds = seeds or grid.seeds
         settings = []
         for setting in grid.settings:
-            source = pretrain_source(grid.model, setting.source_data, grid.source_flags, out, device)
+            if setting.bundled:
+                source, command = setting.bundled, f"bundled weights `{setting.bundled}`"
+            else:
+                run_dir, trained = pretrain_source(
+                    grid.model, setting.source_data, grid.source_flags, work, device
+                )
+                source = str(run_dir)
+                command = source_command(grid.model, setting.source_data, grid.source_flags)
+                if trained:
+                    results["sources_trained"].append(command)
             splits = load_dataset(setting.target_data)
             rows = [
                 _row(grid, setting, source, splits, n, n_seeds, (preset, device, cache, bar))
                 for n in setting.sizes
             ]
+            facts = _source_facts(source)
             settings.append(
                 {
                     **asdict(setting),
-                    "source": {
-                        **_source_facts(source),
-                        "command": source_command(grid.model, setting.source_data, grid.source_flags),
-                        "path": str(source),
-                    },
-                    "source_accuracy": _source_facts(source)["accuracy"],
+                    "source": {**facts, "command": command, "path": source},
+                    "source_accuracy": facts["accuracy"],
                     "rows": rows,
                 }
             )
@@ -392,27 +470,76 @@ def run_transfer_study(
         )
     bar.close()
     results["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    results["cache"] = {"computed": cache.computed, "reused": cache.reused}
     results["preset_config"] = {"min_steps": preset.min_steps, "max_epochs": preset.max_epochs}
+    full_recipe = (preset.min_steps, preset.max_epochs) == (MIN_STEPS, MAX_EPOCHS)
+    results["reproduced"] = reproduce_cell(results, device) if full_recipe else None  # quick: shrunk recipe
     results["machine"] = _machine()
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     from .transfer_report import write_report
 
     return write_report(results, out)
 
 
+def reproduce_cell(results: dict, device: str = "auto") -> dict | None:
+    """Same command, same figure: run the README's `cnnzoo finetune ... --strategy last:2` line (the first
+    calibration row, seed 0) through the command line, against the study's own source, and record what
+    it printed beside the report's cell."""
+    import contextlib
+    import io
+    import re
+    import tempfile
+
+    from ..cli import main
+
+    grid = next((g for g in results["grids"] if g["name"] == "calibration"), None)
+    if grid is None or not grid["settings"]:
+        return None
+    setting = grid["settings"][0]
+    row = setting["rows"][0]
+    if "last:2" not in row["cells"]:
+        return None
+    n = row["samples_per_class"]
+    command = finetune_command(
+        setting["source"]["path"], setting["target_data"], "last:2", n if isinstance(n, int) else 0
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [*command.split()[1:], "--out", str(Path(tmp) / "run"), "--device", device, "--quiet"]
+        printed = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            code = main(argv)
+        seconds = time.perf_counter() - start
+    found = re.search(r"test accuracy ([0-9.]+)%", printed.getvalue())
+    return {
+        "command": command,
+        "exit": code,
+        "printed": float(found.group(1)) if found else None,
+        "cell": row["cells"]["last:2"]["runs"][0]["accuracy"],
+        "seconds": round(seconds, 1),
+    }
+
+
 def _machine() -> dict:
     import os
-    import platform
+    import subprocess
 
-    import torch
+    from ._common import machine
 
+    m = machine()
+    try:
+        git = ["git", "-C", str(Path(__file__).resolve().parent)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout
+    except OSError:
+        commit, dirty = "", ""
     return {
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "nice": os.nice(0) if hasattr(os, "nice") else None,
+        **m,
+        "cpus": m["cores"],
+        "threads": m["torch_threads"],
+        "commit": commit.strip() + (" with uncommitted changes" if dirty.strip() else ""),
         "load_average": [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
