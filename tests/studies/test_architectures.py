@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from cnnzoo.cli import main
 from cnnzoo.models import list_models
 from cnnzoo.studies import architectures as study
 from cnnzoo.studies import get_study
@@ -13,9 +15,18 @@ from cnnzoo.studies import get_study
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """`cnnzoo study architectures --quick`, its preset shrunk to the tiny one (seconds, not minutes)."""
     out = tmp_path_factory.mktemp("architectures")
-    study.run_architectures_study(out, preset="tiny", device="cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(study.PRESETS, "quick", study.PRESETS["tiny"])
+        assert main(["study", "architectures", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_flag_runs_the_quick_preset(report):
+    _, r = report
+    assert r["preset"] == "quick" and r["command"] == "cnnzoo study architectures --quick"
+    assert r["preset_config"]["picture_train"] == study.PRESETS["tiny"].picture_train and r["seconds"] > 0
 
 
 def test_every_model_counted(report):
@@ -31,8 +42,10 @@ def test_every_model_counted(report):
 
 
 def test_speed_measured_when_no_benchmark_json(report):
-    _, r = report
-    assert r["speed"]["source"].startswith("measured by the study")
+    out, r = report
+    assert r["speed"]["source"].startswith("measured by the study") and r["speed"]["missing"] == "speed.json"
+    text = (out / "README.md").read_text()
+    assert "The speed benchmark's JSON is missing" in text and study.SPEED_COMMAND in text
     assert set(r["speed"]["models"]) == {"lenet5", "resnet20"}
     assert r["speed"]["models"]["lenet5"]["size"] == 28 and r["speed"]["models"]["resnet20"]["size"] == 32
     assert all(s["forward"] > 0 and s["train"] > 0 for s in r["speed"]["models"].values())
@@ -67,3 +80,18 @@ def test_report_and_pictures(report):
         assert (out / f).stat().st_size > 1000 and f"({f})" in text, f
     (out / "README.md").unlink()
     assert get_study("architectures").report(out).exists()
+
+
+def test_report_only_takes_the_benchmark_json_when_it_appears(report, tmp_path):
+    out, _ = report
+    folder = tmp_path / "architectures"
+    shutil.copytree(out, folder)
+    row = {"model": "lenet5", "size_kind": "native", "input": [1, 28, 28], "batch": 2, "channels_last": False, "precision": "fp32", "forward_img_s": 900.0, "train_img_s": 300.0}  # fmt: skip
+    meta = {"date": "2026-12-02", "threads": 1, "command": "python bench/bench_models.py --models lenet5"}
+    (folder / "speed.json").write_text(json.dumps({"meta": meta, "results": [row]}))
+    text = get_study("architectures").report(folder).read_text()
+    assert "The speed benchmark's JSON is missing" not in text
+    assert "Speed columns: `python bench/bench_models.py --models lenet5`" in text
+    assert "| 900.0 | 300.0 | 28 px, batch 2 |" in text
+    saved = json.loads((folder / "results.json").read_text())["speed"]  # the index reads it from here
+    assert saved["source"].startswith("bench/bench_models.py") and "missing" not in saved

@@ -1,5 +1,6 @@
-"""What every study shares: the machine it ran on, short fits without checkpoints, measured receptive
-fields, mean and spread, Markdown tables, plots and the results.json round trip.
+"""What every study shares: how a run starts and ends (`start_study`, `StudyRun.finish`, `write_readme`),
+the machine it ran on, short fits without checkpoints, measured receptive fields, mean and spread,
+Markdown tables, plots and the results.json round trip.
 
 Receptive fields two ways, so a study can show they agree:
   computed   `computed_rf`: the op tracer of `cnnzoo.summary` follows kernel, stride and dilation of
@@ -18,8 +19,10 @@ import platform
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,10 +32,15 @@ from ..engine.config import TrainConfig
 from ..errors import CnnzooError
 
 __all__ = [
+    "StudyRun",
+    "start_study",
+    "study_runner",
+    "write_readme",
     "machine",
     "mean_std",
     "md_table",
     "pyplot",
+    "save_figure",
     "save_results",
     "load_results",
     "provenance_lines",
@@ -132,6 +140,14 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay the figure out, write it at 100 dpi and close it (open figures keep their memory)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
 def save_results(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -154,6 +170,81 @@ def new_results(name: str, preset: str, seeds: int | None, seeds_flag: int | Non
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def write_readme(out: Path, lines: list[str]) -> Path:
+    """`out`/README.md from the report's lines, then the index above it refreshed (`_index.refresh_index`)."""
+    from ._index import refresh_index
+
+    path = Path(out) / "README.md"
+    path.write_text("\n".join(lines))
+    refresh_index(path.parent)
+    return path
+
+
+# --- how a run starts and ends -----------------------------------------------------------------------
+
+
+@dataclass
+class StudyRun:
+    """One run of a study: its preset, the seeds it trains (None where nothing is trained) and the results
+    record it fills, with the wall clock started."""
+
+    preset: Any  # the study's own Preset dataclass
+    seeds: int | None
+    results: dict
+    start: float = field(default_factory=time.perf_counter)
+
+    def finish(self, out: Path, write_report: Callable[[dict, Path], Path]) -> Path:
+        """Wall time and results.json, then the report rendered from them (as `--report-only` renders it)."""
+        self.results["seconds"] = time.perf_counter() - self.start
+        save_results(Path(out), self.results)
+        return write_report(self.results, Path(out))
+
+
+def start_study(
+    name: str, presets: dict[str, Any], *, preset: str | None, quick: bool, seeds: int | None = None
+) -> StudyRun:
+    """The preset (`preset` by name, else "quick" or "full"), the seeds (--seeds, else the preset's; a preset
+    without a `seeds` field trains nothing and takes none) and the record every study starts from."""
+    preset_name = preset or ("quick" if quick else "full")
+    p = presets[preset_name]
+    trains = hasattr(p, "seeds")
+    used = (seeds or p.seeds) if trains else None
+    results = new_results(name, preset_name, used, seeds if trains else None)
+    results["preset_config"] = asdict(p)
+    return StudyRun(p, used, results)
+
+
+def study_runner(
+    name: str,
+    presets: dict[str, Any],
+    measure: Callable[[StudyRun, Path, str], None],
+    write_report: Callable[[dict, Path], Path],
+    *,
+    default_out: str,
+) -> Callable[..., Path]:
+    """A study's `run(out, *, quick, seeds, device, preset)` for the registry and the CLI: the preset and
+    seeds chosen (`start_study`), the report folder made, `measure(run, out, device)` filling
+    `run.results`, then results.json and the report written (`StudyRun.finish`)."""
+
+    def run_study(
+        out: str | Path = default_out,
+        *,
+        quick: bool = False,
+        seeds: int | None = None,
+        device: str = "auto",
+        preset: str | None = None,
+    ) -> Path:
+        run = start_study(name, presets, preset=preset, quick=quick, seeds=seeds)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        measure(run, out, device)
+        return run.finish(out, write_report)
+
+    run_study.__name__ = run_study.__qualname__ = f"run_{name.replace('-', '_')}_study"
+    run_study.__doc__ = f"Run the {name} study into `out` (default {default_out}); {measure.__doc__ or ''}"
+    return run_study
 
 
 # --- short fits, nothing written to disk ------------------------------------------------------------

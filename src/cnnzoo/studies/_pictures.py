@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
-from ._common import pyplot
+from ._common import pyplot, save_figure
 
 __all__ = ["plot_filters", "plot_feature_maps", "plot_heatmaps", "plot_digit_grid", "batch_of"]
 
@@ -40,9 +40,7 @@ def plot_filters(model: nn.Module, path: Path, title: str) -> Path:
             ax.set_title(f"filter {i}", fontsize=7)
     k = w.shape[-1]
     fig.suptitle(f"{title}\n{n} kernels of {k}x{k} pixels, gray = 0, white = +{peak:.2f}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -74,9 +72,7 @@ def plot_feature_maps(
     fig.suptitle(
         f"{title}\nrows: layers (input image first); columns: channels (each on its own scale)", fontsize=9
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -109,9 +105,7 @@ def plot_heatmaps(
         f"{title}\nGrad-CAM at {cam.layer} (red: evidence for the predicted class), saliency |d score/d pixel|",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -127,9 +121,7 @@ def plot_digit_grid(
             ax.imshow(images[i], cmap="gray_r")
             ax.set_title(captions[i], fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -4,8 +4,9 @@ Counted here: parameters (the registry's defaults: 1000 classes for the ImageNet
 accumulates per image at the native input size (`cnnzoo.summary`, on the meta device: shapes only, no
 arithmetic, so VGG-19's 19.6 G MACs cost nothing), the minimum input side.
 Measured on this CPU: forward and training images/s, read from the speed benchmark's JSON
-(`bench/bench_models.py` -> `reports/architectures/speed.json`) when it is there, otherwise measured by the
-study itself at a small size; the report says which.
+(`bench/bench_models.py` -> `reports/architectures/speed.json`; `SPEED_COMMAND` makes it). Without that
+file the study measures a rougher figure itself at a small size, and the report and the index say so,
+with the command that makes the file.
 Published (constants with their sources): the papers' ImageNet errors, and torchvision's acc@1/acc@5 and
 GFLOPS for its weights of the same architectures. ImageNet accuracy cannot be measured here (no ImageNet,
 no network), so it is cited, never claimed as ours.
@@ -16,8 +17,7 @@ feature maps, Grad-CAM, saliency).
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,24 +27,28 @@ from ..data.base import Splits
 from ..models import count_params, create_model, list_models, model_info
 from ..summary import summarize
 from ._common import (
+    StudyRun,
     fit_quiet,
     images_per_second,
     load_results,
     md_table,
-    new_results,
     provenance_lines,
     pyplot,
+    save_figure,
     save_results,
+    study_runner,
     subset_index,
     train_config,
+    write_readme,
 )
-from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_architectures_study", "rewrite_report", "PRESETS", "TORCHVISION", "PUBLISHED", "spearman"]
 
 NAME = "architectures"
 SPEED_JSON = "speed.json"  # written into the report folder by bench/bench_models.py
+# how the committed speed.json was made (1 thread: one core of the shared 2-core machine, the same for every model)
+SPEED_COMMAND = "OMP_NUM_THREADS=1 python bench/bench_models.py --out reports/architectures/speed.json"
 
 # torchvision's ImageNet-1K weights (IMAGENET1K_V1, the ones that reproduce the papers' recipes): acc@1, acc@5
 # (%) and "GFLOPS" per image, from each weights enum's meta (`_metrics`, `_ops`) in torchvision/models/*.py.
@@ -184,7 +188,15 @@ def speed_from_json(path: Path) -> dict[str, dict] | None:
             "batch": row["batch"],
             "size_kind": row["size_kind"],
         }
-    return {"source": f"bench/bench_models.py ({data.get('meta', {}).get('date', 'undated')})", "models": out}
+    meta = data.get("meta", {})
+    threads = meta.get("threads")
+    return {
+        "source": f"bench/bench_models.py, fp32 NCHW, fastest of its calls ({meta.get('date', 'undated')}"
+        + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
+        + ")",
+        "command": meta.get("command"),
+        "models": out,
+    }
 
 
 def speed_measured(names: list[str], batch: int, repeats: int) -> dict:
@@ -201,7 +213,11 @@ def speed_measured(names: list[str], batch: int, repeats: int) -> dict:
         trn = images_per_second({name: model}, x, train=True, repeats=repeats)[name]
         out[name] = {"forward": fwd, "train": trn, "size": side, "batch": batch, "size_kind": "small"}
         del model
-    return {"source": f"measured by the study (fp32, batch {batch}, best of {repeats})", "models": out}
+    return {
+        "source": f"measured by the study (fp32, batch {batch}, best of {repeats})",
+        "missing": SPEED_JSON,  # the benchmark's file was not there: the report says how to make it
+        "models": out,
+    }
 
 
 def _wanted(pattern: str) -> list[str]:
@@ -271,31 +287,15 @@ def pictures(out: Path, p: Preset, device: str) -> dict:
     return {"train_images": len(train), "epochs": p.picture_epochs, "test_images": len(test), "models": made}
 
 
-def run_architectures_study(
-    out: str | Path = "reports/architectures",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
+def _measure(run: StudyRun, out: Path, device: str) -> None:
     """Seeds do not apply (one brief training per picture model, seed 0)."""
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, None)
-    results["preset_config"] = asdict(p)
+    p, results = run.preset, run.results
     results["models"] = {name: counted(name) for name in list_models()}
     speed = speed_from_json(out / SPEED_JSON)
     if speed is None or not speed["models"]:
         speed = speed_measured(_wanted(p.speed_models), p.speed_batch, p.speed_repeats)
     results["speed"] = speed
     results["pictures"] = pictures(out, p, device)
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def rewrite_report(out: str | Path = "reports/architectures") -> Path:
@@ -305,6 +305,7 @@ def rewrite_report(out: str | Path = "reports/architectures") -> Path:
     speed = speed_from_json(out / SPEED_JSON)
     if speed is not None and speed["models"]:
         results["speed"] = speed
+        save_results(out, results)  # the index's line reads the speed source from results.json
     return write_report(results, out)
 
 
@@ -365,9 +366,7 @@ def _plots(results: dict, out: Path) -> None:
     axes[0].set_title("accuracy against computation")
     axes[1].set_title("accuracy against parameters")
     fig.suptitle("Published accuracy (torchvision) against counted cost (cnnzoo.summary)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png")
-    plt.close(fig)
+    save_figure(fig, out / "accuracy.png")
 
     speed = results["speed"]["models"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -386,15 +385,33 @@ def _plots(results: dict, out: Path) -> None:
     ax.set_title(f"Measured training speed ({results['speed']['source']})", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "speed.png")
-    plt.close(fig)
+    save_figure(fig, out / "speed.png")
 
 
 def _macs_at(model: dict, side: int) -> float:
     """MACs at another input side, scaled by area from the native count (exact for these convnets up to
     rounding of the feature-map sides; used only to place points on the speed plot)."""
     return model["macs"] * (side / model["input"]) ** 2
+
+
+def _speed_note(speed: dict, out: Path) -> list[str]:
+    """Where the speed columns come from: the benchmark's command, or that its JSON is missing and how to make it."""
+    if speed.get("missing"):
+        return [
+            f"**The speed benchmark's JSON is missing** (`{out / speed['missing']}` was not there when this ran), so "
+            "the speed columns are the study's own rougher measurement (a few calls at batch "
+            f"{next(iter(speed['models'].values()), {}).get('batch', '?')}). Make the file with `{SPEED_COMMAND}` "
+            f"(a few minutes), then `cnnzoo study {NAME} --report-only` re-renders this report with it.",
+            "",
+        ]
+    return [
+        f"Speed columns: `{speed.get('command') or SPEED_COMMAND}` ([speed.json]({SPEED_JSON}): every model in "
+        "fp32 and bf16, NCHW and channels-last, at 32 px and at its native size); shown here: fp32, NCHW, at the "
+        "native size where the benchmark measured it (ImageNet models up to 5 G MACs, batch 2), else at 32 px or "
+        "the minimum side (batch 16, fewer at larger sides); random images and labels, a training step is "
+        "forward, cross-entropy, backward and SGD.",
+        "",
+    ]
 
 
 def write_report(results: dict, out: Path) -> Path:
@@ -410,7 +427,7 @@ def write_report(results: dict, out: Path) -> Path:
         f"Speed source: **{speed['source']}**. Published: torchvision's acc@1/acc@5 and GFLOPS for its ImageNet "
         "weights, and the papers' top-5 errors (cited, not measured here: there is no ImageNet on this machine).",
         "",
-    ]
+    ] + _speed_note(speed, out)
     rows = []
     for name, m in models.items():
         s = speed["models"].get(name)
@@ -510,10 +527,7 @@ def write_report(results: dict, out: Path) -> Path:
             lines += [f"![{f}]({f})" for f in m["files"] if (out / f).exists()] + [""]
     lines += ["Raw numbers: [results.json](results.json).", ""]
     _plots(results, out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def finding(results: dict) -> tuple[str, str]:
@@ -526,8 +540,13 @@ def finding(results: dict) -> tuple[str, str]:
     return "counted and measured", (
         f"{len(models)} models; our MACs equal torchvision's GFLOPS for {agree} of {len(names)}; ImageNet top-1 "
         f"(torchvision) rank-correlates {rho_m:.2f} with MACs, {rho_p:.2f} with parameters; speed: {results['speed']['source']}"
+        + (" (speed.json missing: see its report)" if results["speed"].get("missing") else "")
     )
 
+
+run_architectures_study = study_runner(
+    NAME, PRESETS, _measure, write_report, default_out="reports/architectures"
+)
 
 register_study(
     Study(

@@ -16,8 +16,7 @@ gap between them.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,19 +25,20 @@ from ..data import load_dataset
 from ..data.base import Splits
 from ..models import create_model
 from ._common import (
+    StudyRun,
     accuracy_on,
     fit_quiet,
     load_results,
     md_table,
     mean_std,
-    new_results,
     provenance_lines,
     pyplot,
-    save_results,
+    save_figure,
+    study_runner,
     subset_index,
     train_config,
+    write_readme,
 )
-from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_augmentation_study", "rewrite_report", "PRESETS", "CONDITIONS", "claims"]
@@ -106,21 +106,9 @@ def _run(data: str, condition: str, n: int, seed: int, splits: Splits, test, p: 
     }
 
 
-def run_augmentation_study(
-    out: str | Path = "reports/augmentation",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    seeds_flag, seeds = seeds, seeds or p.seeds
-    out = Path(out)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, seeds, seeds_flag)
-    results["preset_config"] = asdict(p)
+def _measure(run: StudyRun, out: Path, device: str) -> None:
+    """Every (dataset, training-set size, seed, condition) cell trained once, conditions taking turns."""
+    p, seeds, results = run.preset, run.seeds, run.results
     results["conditions"] = CONDITIONS
     grid = {}
     for data, conditions in DATASETS.items():
@@ -135,9 +123,6 @@ def run_augmentation_study(
             grid[data][str(n)] = cells
         results[f"test_images_{data}"] = len(test)
     results["grid"] = grid
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def rewrite_report(out: str | Path = "reports/augmentation") -> Path:
@@ -170,6 +155,11 @@ def _diff(a: list[dict], b: list[dict], key: str) -> tuple[float, float]:
     return ma - mb, max(sa, sb)
 
 
+def _per_size(sizes: list[str], diffs: list[tuple[float, float]], what: str = "", unit: str = "") -> str:
+    """'N{what}: +d{unit} (± s); ...' for one difference (and its spread) per training-set size."""
+    return "; ".join(f"{n}{what}: {d:+.1f}{unit} (± {s:.1f})" for n, (d, s) in zip(sizes, diffs, strict=True))
+
+
 def claims(results: dict) -> list[tuple[str, str, str]]:
     """(verdict, claim, figures) for what the grid can test."""
     grid = results["grid"]
@@ -182,9 +172,7 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
         (
             _verdict(gaps, seeds),
             "crops and flips narrow the gap between training and test accuracy (Fashion-MNIST, every size)",
-            "; ".join(
-                f"{n} images: {d:+.1f} points (± {s:.1f})" for n, (d, s) in zip(sizes, gaps, strict=True)
-            ),
+            _per_size(sizes, gaps, " images", " points"),
         )
     )
     gains = [_diff(fashion[n]["crop+flip"], fashion[n]["none"], "test_acc") for n in sizes]
@@ -192,9 +180,7 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
         (
             _verdict(gains, seeds),
             "crops and flips raise test accuracy (Fashion-MNIST, every size)",
-            "; ".join(
-                f"{n} images: {d:+.1f} points (± {s:.1f})" for n, (d, s) in zip(sizes, gains, strict=True)
-            ),
+            _per_size(sizes, gains, " images", " points"),
         )
     )
     (g_small, s_small), (g_large, s_large) = gains[0], gains[-1]
@@ -215,9 +201,9 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
             _verdict(flip_mnist, seeds, want_positive=False),
             "flips stop helping on digits: adding them to crops lowers MNIST test accuracy",
             "flip's effect on MNIST: "
-            + "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, flip_mnist, strict=True))
+            + _per_size(sizes, flip_mnist)
             + "; on Fashion-MNIST: "
-            + "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, flip_fashion, strict=True)),
+            + _per_size(sizes, flip_fashion),
         )
     )
     extra = [_diff(fashion[n]["crop+flip+affine"], fashion[n]["crop+flip"], "test_acc") for n in sizes]
@@ -226,7 +212,7 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
             _verdict(extra, seeds),
             f"other manipulations on top help further (AlexNet: PCA lighting, over {PAPER_LIGHTING_GAIN:.0f}% "
             "top-1 on ImageNet; here: small affine distortions)",
-            "; ".join(f"{n}: {d:+.1f} (± {s:.1f})" for n, (d, s) in zip(sizes, extra, strict=True)),
+            _per_size(sizes, extra),
         )
     )
     return out
@@ -253,14 +239,14 @@ def _plots(results: dict, out: Path) -> list[str]:
         axes[1].set_title("generalisation gap")
         for ax in axes:
             ax.set_xscale("log")
+            ax.set_xticks(sizes, [f"{n:,}" for n in sizes])  # the sizes run, not log ticks that overlap
+            ax.minorticks_off()
             ax.set_xlabel("training images (log scale)")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
         fig.suptitle(f"{MODEL} on {data}: augmentation on and off (mean ± std over seeds)", fontsize=10)
-        fig.tight_layout()
         name = f"{data}.png"
-        fig.savefig(out / name)
-        plt.close(fig)
+        save_figure(fig, out / name)
         names.append(name)
     return names
 
@@ -315,10 +301,7 @@ def write_report(results: dict, out: Path) -> Path:
         "",
     ]
     _plots(results, out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def _preset(d: dict) -> Preset:
@@ -334,6 +317,10 @@ def finding(results: dict) -> tuple[str, str]:
     )
     return f"{counts} (of {len(c)})", "; ".join(f"{v}: {claim}" for v, claim, _ in c)
 
+
+run_augmentation_study = study_runner(
+    NAME, PRESETS, _measure, write_report, default_out="reports/augmentation"
+)
 
 register_study(
     Study(

@@ -18,8 +18,7 @@ download; Fashion-MNIST is on disk), several seeds:
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,20 +29,21 @@ from ..data import load_dataset
 from ..data.base import Splits
 from ..models import count_params, create_model
 from ._common import (
+    StudyRun,
     accuracy_on,
     fit_quiet,
     load_results,
     md_table,
     mean_std,
-    new_results,
     pm,
     provenance_lines,
     pyplot,
-    save_results,
+    save_figure,
+    study_runner,
     subset_index,
     train_config,
+    write_readme,
 )
-from ._index import refresh_index
 from ._pictures import batch_of
 from ._registry import Study, register_study
 
@@ -97,21 +97,10 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[f
     return norms
 
 
-def run_degradation_study(
-    out: str | Path = "reports/degradation",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    seeds_flag, seeds = seeds, seeds or p.seeds
-    out = Path(out)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, seeds, seeds_flag)
-    results["preset_config"] = asdict(p)
+def _measure(run: StudyRun, out: Path, device: str) -> None:
+    """The four networks trained with one recipe per seed (curves every epoch), then the per-layer
+    gradient norms at initialisation and after one epoch."""
+    p, seeds, results = run.preset, run.seeds, run.results
     splits = load_dataset(DATA)
     info = splits.info
     test = splits.test.subset(subset_index(len(splits.test), p.test_subset, 0))
@@ -142,9 +131,6 @@ def run_degradation_study(
     results["runs"] = runs
     results["gradients"] = _gradients(splits, test, p, device)
     results["train_images"], results["test_images"] = min(p.train_subset, len(splits.train)), len(test)
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def _gradients(splits: Splits, test, p: Preset, device: str) -> dict:
@@ -225,9 +211,7 @@ def _plots(results: dict, out: Path) -> None:
         f"{len(results['runs']['plain20']['seeds'])} seed(s)",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(out / "curves.png")
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
     for ax, when in zip(axes, ("init", "epoch1"), strict=True):
@@ -241,9 +225,7 @@ def _plots(results: dict, out: Path) -> None:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("gradient norm of the layer's weights (log scale)")
     fig.suptitle("Per-layer gradient norms on one fixed batch (seed 0)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "gradients.png")
-    plt.close(fig)
+    save_figure(fig, out / "gradients.png")
 
 
 def _ratio(g: list[float]) -> float:
@@ -333,16 +315,15 @@ def write_report(results: dict, out: Path) -> Path:
         "",
     ]
     _plots(results, out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def finding(results: dict) -> tuple[str, str]:
     v, figures = verdict(results)
     return v, "; ".join(figures) + f" (final training error, {results['preset_config']['epochs']} epochs)"
 
+
+run_degradation_study = study_runner(NAME, PRESETS, _measure, write_report, default_out="reports/degradation")
 
 register_study(
     Study(

@@ -18,7 +18,7 @@ C. Szegedy et al., "Going deeper with convolutions", CVPR 2015 (arXiv:1409.4842,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,16 +28,17 @@ from ..models import count_params, create_model
 from ..models.googlenet import INCEPTION_CFG, Inception
 from ..summary import summarize
 from ._common import (
+    StudyRun,
     computed_rf,
     load_results,
     md_table,
     measured_rf,
-    new_results,
     provenance_lines,
     pyplot,
-    save_results,
+    save_figure,
+    study_runner,
+    write_readme,
 )
-from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_inception_study", "rewrite_report", "PaperInception", "PRESETS", "branch_costs"]
@@ -235,21 +236,9 @@ def sizes() -> dict:
         }
 
 
-def run_inception_study(
-    out: str | Path = "reports/inception",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
+def _measure(run: StudyRun, out: Path, device: str) -> None:
     """No training here: `seeds` and `device` are accepted for the common study signature and unused."""
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    out = Path(out)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, None)
-    results["preset_config"] = asdict(p)
+    p, results = run.preset, run.results
     cfg = INCEPTION_CFG[MODULE]
     in_chs, side = cfg[0], SIDE[MODULE]
     torch.manual_seed(0)
@@ -269,9 +258,6 @@ def run_inception_study(
     results["stack"] = {"reduced": stack(True), "naive": stack(False)}
     results["sizes"] = sizes()
     results["gradient_maps"] = _gradient_maps(modules["reduced"], in_chs, side)
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def _gradient_maps(module: PaperInception, in_chs: int, side: int) -> dict:
@@ -321,9 +307,7 @@ def _plots(results: dict, out: Path) -> None:
     axes[0].set_title("parameters per branch")
     axes[1].set_title("MACs per branch (28x28 map)")
     fig.suptitle("inception3a with (Fig. 2b) and without (Fig. 2a) the 1x1 reductions", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "branches.png")
-    plt.close(fig)
+    save_figure(fig, out / "branches.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     for variant, style in (("naive", "o--"), ("reduced", "s-")):
@@ -342,12 +326,10 @@ def _plots(results: dict, out: Path) -> None:
     fig.suptitle(
         "The nine Inception blocks stacked, with and without 1x1 reductions (224x224 input)", fontsize=10
     )
-    fig.tight_layout()
-    fig.savefig(out / "stack.png")
-    plt.close(fig)
+    save_figure(fig, out / "stack.png")
 
     maps = results["gradient_maps"]
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps), 2.8), dpi=100)
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps), 3.1), dpi=100)
     for ax, (name, g) in zip(axes, maps.items(), strict=True):
         t = torch.tensor(g)
         ax.imshow((t > 0).numpy(), cmap="Greys", vmin=0, vmax=1)
@@ -360,9 +342,7 @@ def _plots(results: dict, out: Path) -> None:
         "Measured receptive fields: input pixels with a non-zero gradient of one output unit (black)",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(out / "receptive_fields.png")
-    plt.close(fig)
+    save_figure(fig, out / "receptive_fields.png")
 
 
 def _rf(r: dict, key: str) -> str:
@@ -522,10 +502,7 @@ def write_report(results: dict, out: Path) -> Path:
         "",
     ]
     _plots(results, out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def finding(results: dict) -> tuple[str, str]:
@@ -544,6 +521,8 @@ def finding(results: dict) -> tuple[str, str]:
         )
     )
 
+
+run_inception_study = study_runner(NAME, PRESETS, _measure, write_report, default_out="reports/inception")
 
 register_study(
     Study(

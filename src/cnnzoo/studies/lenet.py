@@ -15,8 +15,7 @@ Proc. IEEE 86(11), 1998.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,18 +27,19 @@ from ..models import count_params, create_model
 from ..models._base import group_of
 from ..summary import summarize
 from ._common import (
+    StudyRun,
     fit_quiet,
     load_results,
     md_table,
     mean_std,
-    new_results,
     pm,
     provenance_lines,
     pyplot,
-    save_results,
+    save_figure,
+    study_runner,
     subset_index,
+    write_readme,
 )
-from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_lenet_study", "rewrite_report", "PRESETS", "parameter_table"]
@@ -206,22 +206,10 @@ def _confusions(model, test, test_index, top: int = 24) -> dict:
     }
 
 
-def run_lenet_study(
-    out: str | Path = "reports/lenet",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    seeds_flag, seeds = seeds, seeds or p.seeds
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, seeds, seeds_flag)
-    results["preset_config"] = asdict(p)
+def _measure(run: StudyRun, out: Path, device: str) -> None:
+    """Both LeNet-5s' parameter tables and first output, then each run (lecture, 1998, distortions) on an
+    MNIST subset per seed; seed 0's lecture net is kept for the confusions and the pictures."""
+    p, seeds, results = run.preset, run.seeds, run.results
     results["parameters"] = parameter_table()
     results["first_output"] = first_output()
     splits = load_dataset("mnist")
@@ -254,9 +242,6 @@ def run_lenet_study(
                 )
         runs[key] = {"model": model_name, "config": cfg.to_dict(), "seeds": per_seed}
     results["runs"] = runs
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def rewrite_report(out: str | Path = "reports/lenet") -> Path:
@@ -292,9 +277,7 @@ def _plots(results: dict, out: Path) -> list[str]:
     ax.set_title("LeNet-5 on MNIST: test error per epoch (mean ± std over seeds)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "test_error.png")
-    plt.close(fig)
+    save_figure(fig, out / "test_error.png")
     names.append("test_error.png")
 
     table = results["parameters"]
@@ -315,14 +298,15 @@ def _plots(results: dict, out: Path) -> list[str]:
     )
     ax.set_xticks(list(xs), layers)
     ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(
+        0, 3 * max(max(table["lecture"].values()), max(table["paper_model"].values()))
+    )  # C5's bar whole
     ax.set_xlabel("layer")
     ax.set_ylabel("trainable parameters (symlog scale)")
     ax.set_title("Where LeNet-5's parameters are")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out / "parameters.png")
-    plt.close(fig)
+    save_figure(fig, out / "parameters.png")
     names.append("parameters.png")
     return names
 
@@ -464,7 +448,9 @@ def write_report(results: dict, out: Path) -> Path:
         rows.append(
             [
                 f"`{key}`",
-                f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}",
+                f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}"
+                + (f", gradient norm clipped at {cfg['grad_clip']:g}" if cfg.get("grad_clip") else "")
+                + (f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else ""),
                 pm(errs),
                 ", ".join(f"{e:.2f}" for e in errs),
                 f"{paper}%",
@@ -502,10 +488,7 @@ def write_report(results: dict, out: Path) -> Path:
             "",
         ]
     lines += ["Raw numbers, every run and epoch: [results.json](results.json).", ""]
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def finding(results: dict) -> tuple[str, str]:
@@ -528,6 +511,8 @@ def finding(results: dict) -> tuple[str, str]:
         f"{p['train_subset'] or 60_000:,} images"
     )
 
+
+run_lenet_study = study_runner(NAME, PRESETS, _measure, write_report, default_out="reports/lenet")
 
 register_study(
     Study(

@@ -16,8 +16,7 @@ the 7x7 has one, "which makes the decision function more discriminative".
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from ..data.base import Splits
 from ..models import count_params
 from ..summary import summarize
 from ._common import (
+    StudyRun,
     computed_rf,
     fit_quiet,
     images_per_second,
@@ -35,15 +35,15 @@ from ._common import (
     md_table,
     mean_std,
     measured_rf,
-    new_results,
     pm,
     provenance_lines,
     pyplot,
-    save_results,
+    save_figure,
+    study_runner,
     subset_index,
     train_config,
+    write_readme,
 )
-from ._index import refresh_index
 from ._registry import Study, register_study
 
 __all__ = ["run_vgg_stacks_study", "rewrite_report", "StackNet", "stack", "KINDS", "PRESETS"]
@@ -167,23 +167,12 @@ def _cost(kind: str, width: int) -> dict:
     return {"params": s.total_params, "macs": s.total_macs}
 
 
-def run_vgg_stacks_study(
-    out: str | Path = "reports/vgg-stacks",
-    *,
-    quick: bool = False,
-    seeds: int | None = None,
-    device: str = "auto",
-    preset: str | None = None,
-) -> Path:
-    preset_name = preset or ("quick" if quick else "full")
-    p = PRESETS[preset_name]
-    seeds_flag, seeds = seeds, seeds or p.seeds
-    out = Path(out)
-    start = time.perf_counter()
-    results = new_results(NAME, preset_name, seeds, seeds_flag)
-    results["preset_config"] = asdict(p)
+def _measure(run: StudyRun, out: Path, device: str) -> None:
+    """Weights per channel pair, receptive fields computed and measured, then each kind of network trained
+    per seed and timed."""
+    p, seeds, results = run.preset, run.seeds, run.results
     results["per_channel_pair"] = per_channel_pair()
-    results["receptive_fields"] = receptive_fields(trials=8 if preset_name != "tiny" else 3)
+    results["receptive_fields"] = receptive_fields(trials=8 if results["preset"] != "tiny" else 3)
     splits = load_dataset(DATA)
     test = splits.test.subset(subset_index(len(splits.test), p.test_subset, 0))
     nets = {kind: {"cost": _cost(kind, p.width), "runs": []} for kind in KINDS}
@@ -214,9 +203,6 @@ def run_vgg_stacks_study(
         nets[kind]["speed"] = {"forward": forward[kind], "train": training[kind]}
     results["networks"] = nets
     results["test_images"], results["train_images"] = len(test), min(p.train_subset or 60_000, 60_000)
-    results["seconds"] = time.perf_counter() - start
-    save_results(out, results)
-    return write_report(results, out)
 
 
 def rewrite_report(out: str | Path = "reports/vgg-stacks") -> Path:
@@ -297,9 +283,7 @@ def _plots(results: dict, out: Path) -> None:
         f"Equal-width networks (width {results['preset_config']['width']}), mean ± std over seeds",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png")
-    plt.close(fig)
+    save_figure(fig, out / "accuracy.png")
 
     w = results["per_channel_pair"]["weights"]
     rf = results["receptive_fields"]
@@ -313,9 +297,7 @@ def _plots(results: dict, out: Path) -> None:
     ax.set_ylabel("weights per channel pair")
     ax.set_title("Same receptive field, fewer weights")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out / "weights.png")
-    plt.close(fig)
+    save_figure(fig, out / "weights.png")
 
 
 def write_report(results: dict, out: Path) -> Path:
@@ -403,10 +385,7 @@ def write_report(results: dict, out: Path) -> Path:
         "",
     ]
     _plots(results, out)
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    refresh_index(out)
-    return path
+    return write_readme(out, lines)
 
 
 def finding(results: dict) -> tuple[str, str]:
@@ -422,6 +401,8 @@ def finding(results: dict) -> tuple[str, str]:
         + "; ".join(f for *_, f in c[2:])
     )
 
+
+run_vgg_stacks_study = study_runner(NAME, PRESETS, _measure, write_report, default_out="reports/vgg-stacks")
 
 register_study(
     Study(
