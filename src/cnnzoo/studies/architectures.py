@@ -17,6 +17,7 @@ feature maps, Grad-CAM, saliency).
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def speed_from_json(path: Path) -> dict[str, dict] | None:
         "source": f"bench/bench_models.py, fp32 NCHW, fastest of its calls ({meta.get('date', 'undated')}"
         + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
         + ")",
-        "command": meta.get("command"),
+        "command": (f"OMP_NUM_THREADS={meta['omp_num_threads']} " if meta.get("omp_num_threads") else "")
+        + meta.get("command", ""),
+        "seconds": meta.get("seconds"),
         "models": out,
     }
 
@@ -382,7 +385,8 @@ def _plots(results: dict, out: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("forward MACs per image at the measured size (millions, log scale)")
     ax.set_ylabel("training images/s on this CPU (log scale)")
-    ax.set_title(f"Measured training speed ({results['speed']['source']})", fontsize=9)
+    source = textwrap.fill(results["speed"]["source"], 90)
+    ax.set_title(f"Measured training speed\n{source}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     save_figure(fig, out / "speed.png")
@@ -405,7 +409,9 @@ def _speed_note(speed: dict, out: Path) -> list[str]:
             "",
         ]
     return [
-        f"Speed columns: `{speed.get('command') or SPEED_COMMAND}` ([speed.json]({SPEED_JSON}): every model in "
+        f"Speed columns: `{speed.get('command') or SPEED_COMMAND}`"
+        + (f" ({speed['seconds'] / 60:.1f} min)" if speed.get("seconds") else "")
+        + f" ([speed.json]({SPEED_JSON}): every model in "
         "fp32 and bf16, NCHW and channels-last, at 32 px and at its native size); shown here: fp32, NCHW, at the "
         "native size where the benchmark measured it (ImageNet models up to 5 G MACs, batch 2), else at 32 px or "
         "the minimum side (batch 16, fewer at larger sides); random images and labels, a training step is "
