@@ -132,13 +132,23 @@ class TrainConfig:
 
 # Recipes measured to reach their targets (README's table); anything not listed gets the generic one.
 _RECIPES: dict[tuple[str, str], dict] = {
-    # 8 one-cycle epochs of batch 256. Gradient clipping is what makes it stable at every length: leaving the
-    # initial plateau, LeNet-5's gradients burst, and at the old peak rate (0.2, no clipping) short runs
-    # diverged or collapsed (12,000 images x 3 epochs: 20-90% over seeds; --epochs 2 --seed 1: NaN in bf16).
-    # With lr 0.1 and the norm clipped at 2: 97.0-97.5% there, 98.95-98.99% after 2 full epochs (measured
-    # on this 2-core AVX512-BF16 CPU; `test_default_recipe_learns_at_every_length` guards it).
+    # 4 one-cycle epochs of batch 256, SGD-Nesterov at 0.15 with the gradient norm clipped at 1 and label
+    # smoothing 0.1. Final test accuracy, seeds 0/1/2: 99.24 / 99.33 / 99.20% and, after the polyphase conv1
+    # (same function, other rounding), 99.22 / 99.33 / 99.16% (median >= 99.2%); 99.0% is first reached
+    # after epoch 2 or 3 (README's Measured, `python bench/bench_train.py --seeds 0,1,2`). Clipping is what makes
+    # it stable at every length: leaving the initial plateau (~50 steps) LeNet-5's gradients burst (norm
+    # 3-4), and at the old peak rate (0.2, no clipping) that step killed 40% of fc1's units or collapsed the
+    # net to chance; short runs, whose ramp reaches the peak during the burst, diverged (--epochs 2 --seed 1:
+    # NaN at step 128 in bf16). Clipped at 1, fc1 keeps 95% of its units. Label smoothing adds ~0.05 points.
+    # test_default_recipe_learns_at_every_length (tests/engine/test_train.py) guards short runs.
     ("lenet5", "mnist"): dict(
-        epochs=8, batch_size=256, lr=0.1, grad_clip=2.0, weight_decay=5e-4, augment="none"
+        epochs=4,
+        batch_size=256,
+        lr=0.15,
+        grad_clip=1.0,
+        label_smoothing=0.1,
+        weight_decay=5e-4,
+        augment="none",
     ),
 }
 # Per model, on any data. LeNet-5 (1998)'s logits are minus squared distances to fixed prototypes (up to
