@@ -43,3 +43,40 @@ def test_refresh_only_rewrites_its_own_index(tmp_path):
     foreign.write_text(foreign.read_text() + "\nstale line\n")
     refresh_index(tmp_path / "lenet")
     assert "stale line" not in foreign.read_text()
+
+
+def test_committed_reports_ran_the_current_presets():
+    """A preset changed without re-running the study leaves a report the code no longer makes."""
+    import dataclasses
+    import importlib
+    import json
+
+    for name in NAMES:
+        if name == "transfer":
+            continue
+        module = importlib.import_module(f"cnnzoo.studies.{name.replace('-', '_')}")
+        results = json.loads((REPORTS / name / "results.json").read_text())
+        preset = json.loads(json.dumps(dataclasses.asdict(module.PRESETS[results["preset"]])))
+        assert results["preset_config"] == preset, f"reports/{name} is stale: run `cnnzoo study {name}`"
+
+
+def test_committed_lenet_report_ran_the_current_recipe():
+    """The lenet study trains with `default_config("lenet5", "mnist")` (plus its budget): a recipe change
+    without a re-run leaves its committed figures measuring an older recipe."""
+    import json
+
+    from cnnzoo.engine.config import default_config
+    from cnnzoo.studies import lenet
+
+    results = json.loads((REPORTS / "lenet" / "results.json").read_text())
+    p = lenet.PRESETS[results["preset"]]
+    for key, model, augment in lenet.RUNS:
+        if key not in results["runs"]:
+            continue
+        ran = results["runs"][key]["config"]
+        extra = {"augment": augment} if augment else {}
+        now = default_config(
+            model, "mnist", epochs=p.epochs, eval_every=1, **lenet.BUDGET_RECIPE.get(model, {}), **extra
+        ).to_dict()
+        differ = {k: (ran[k], now[k]) for k in now if k not in ("seed", "device") and ran.get(k) != now[k]}
+        assert not differ, f"reports/lenet ran another recipe for {key} (ran, now): {differ}"
