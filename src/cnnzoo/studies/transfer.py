@@ -21,6 +21,7 @@ continues where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -151,13 +152,12 @@ PRESETS = {
                 "resnet20",
                 (
                     _s("typed-digits", "typed digits to scans", TYPED, "digits", 5, 20),
-                    _s(
+                    _s(  # 5 per class only: at 20, 8 runs took 1.5 to 3 minutes each on the shared machine
                         "latin-greek",
                         "another script (bundled weights)",
                         LATIN,
                         GREEK,
                         5,
-                        20,
                         bundled="resnet20:glyphs-latin",
                     ),
                 ),
@@ -287,6 +287,7 @@ def run_cell(
         "accuracy": result.final_acc,
         "seconds": round(time.perf_counter() - start, 2),
         "epochs": cfg.epochs,
+        "commit": _commit(),  # the code it was measured with (a cached cell may be older than the run)
     }
 
 
@@ -428,7 +429,13 @@ def run_transfer_study(
         len(s.sizes) * len(g.strategies) * (seeds or g.seeds) for g in preset.grids for s in g.settings
     )
     bar = tqdm(total=cells, desc="transfer study", unit="run")
-    results = {"preset": name, "recipe": describe_recipe(), "grids": [], "sources_trained": []}
+    results = {
+        "preset": name,
+        "device": device,
+        "recipe": describe_recipe(),
+        "grids": [],
+        "sources_trained": [],
+    }
     for grid in preset.grids:
         n_seeds = seeds or grid.seeds
         settings = []
@@ -520,26 +527,33 @@ def reproduce_cell(results: dict, device: str = "auto") -> dict | None:
     }
 
 
-def _machine() -> dict:
-    import os
+@functools.cache
+def _commit() -> str:
+    """cnnzoo's commit (short), and whether the working tree had uncommitted changes; "" outside git."""
     import subprocess
 
-    from ._common import machine
-
-    m = machine()
+    git = ["git", "-C", str(Path(__file__).resolve().parent)]
     try:
-        git = ["git", "-C", str(Path(__file__).resolve().parent)]
         commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
         dirty = subprocess.run(
             [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
         ).stdout
     except OSError:
-        commit, dirty = "", ""
+        return ""
+    return commit.strip() + (" with uncommitted changes" if commit.strip() and dirty.strip() else "")
+
+
+def _machine() -> dict:
+    import os
+
+    from ._common import machine
+
+    m = machine()
     return {
         **m,
         "cpus": m["cores"],
         "threads": m["torch_threads"],
-        "commit": commit.strip() + (" with uncommitted changes" if dirty.strip() else ""),
+        "commit": _commit(),
         "load_average": [round(x, 1) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 

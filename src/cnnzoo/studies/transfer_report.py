@@ -548,6 +548,18 @@ SIZING = (
 )
 
 
+def _cell_commits(results: dict) -> dict[str, int]:
+    """{commit: fine-tuning runs measured with it}, most first."""
+    counts: dict[str, int] = {}
+    for grid in results["grids"]:
+        for row in _rows(grid):
+            for cell in row["cells"].values():
+                for run in cell.get("runs", []):
+                    commit = run.get("commit") or "an unrecorded commit"
+                    counts[commit] = counts.get(commit, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _sizing_lines(results: dict) -> list[str]:
     lines = ["## How this run was sized", ""]
     for grid in results["grids"]:
@@ -582,6 +594,12 @@ def _sizing_lines(results: dict) -> list[str]:
             f"{cache['reused']} reused from the cache of an earlier run with the same source, target, recipe and "
             "code version (a cell's key is everything that decides its figure)."
         )
+    commits = _cell_commits(results)
+    if len(commits) > 1 or (commits and next(iter(commits)) != results.get("machine", {}).get("commit")):
+        lines.append(
+            "- The code each fine-tuning cell was measured with (cached cells keep the commit that measured "
+            "them): " + "; ".join(f"{n} cells at {c}" for c, n in commits.items()) + "."
+        )
     machine = results.get("machine", {})
     if machine:
         lines.append(
@@ -601,7 +619,8 @@ def _command(results: dict) -> str:
     prefix = f"nice -n {machine['nice']} " if machine.get("nice") else ""
     if machine.get("omp_num_threads"):
         prefix += f"{'env ' if prefix else ''}OMP_NUM_THREADS={machine['omp_num_threads']} "
-    return f"{prefix}cnnzoo study transfer{' --quick' if results['preset'] == 'quick' else ''}"
+    device = f" --device {results['device']}" if results.get("device", "auto") != "auto" else ""
+    return f"{prefix}cnnzoo study transfer{' --quick' if results['preset'] == 'quick' else ''}{device}"
 
 
 def write_report(results: dict, out: Path) -> Path:
