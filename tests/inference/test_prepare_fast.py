@@ -11,7 +11,14 @@ from PIL import Image
 import cnnzoo
 from cnnzoo.data import load_dataset
 from cnnzoo.data.image import decode_image
-from cnnzoo.inference.framing import FRAMINGS, UNCHANGED, frame_image, unchanged_if_framed
+from cnnzoo.inference.framing import (
+    FRAMINGS,
+    UNCHANGED,
+    _already_framed,
+    _already_framed_whole,
+    frame_image,
+    unchanged_if_framed,
+)
 
 N = 200
 
@@ -58,6 +65,36 @@ def test_unchanged_if_framed_gives_frame_images_bytes_or_none(pictures, dataset)
             assert fast.dtype == np.uint8 and np.array_equal(fast, generic.pixels), kind
             assert fast.flags.writeable
     assert taken > 0
+
+
+@pytest.mark.parametrize("dataset", sorted(FRAMINGS))
+def test_the_integer_decision_is_the_float_decision_at_the_edges(dataset):
+    """Digits moved a pixel at a time across the centre limit, scaled across the size band, on backgrounds
+    whole and halfway between two levels, with ink at the ink level itself: both say the same."""
+    framing = FRAMINGS[dataset]
+    digits = load_dataset("mnist").test.images[:20, 0].numpy()
+    rng = np.random.default_rng(1)
+    cases = []
+    for d in digits:
+        for dy, dx in ((0, 0), (1, 2), (-2, 1), (3, 0), (0, -3), (2, 2)):
+            cases.append(np.roll(d, (dy, dx), axis=(0, 1)))
+        side = int(rng.integers(12, 29))  # across 17..23 (MNIST) and the glyphs' bands
+        small = np.asarray(Image.fromarray(d[4:24, 4:24]).resize((side, side)))
+        canvas = np.zeros((28, 28), np.uint8)
+        at = int(rng.integers(0, 29 - side))
+        canvas[at : at + side, at : at + side] = small
+        cases.append(canvas)
+        level = np.where(d > 0, np.maximum(d // 4 * 4, 40), 0).astype(np.uint8)  # ink at exactly 1/4 peak
+        level[14, 14] = 160
+        cases.append(level)
+    decisions = set()
+    for pixels in cases:
+        for background in (0.0, 0.5, 3.0, 16.5, 32.0, 32.5):
+            whole = _already_framed_whole(pixels, background, framing)
+            exact = _already_framed(pixels.astype(np.float32), background, framing)
+            assert whole == exact, (dataset, background)
+            decisions.add(whole)
+    assert decisions == {True, False}
 
 
 def test_lenet_takes_the_shortcut_for_mnist_digits_and_stays_bit_identical(pictures):
