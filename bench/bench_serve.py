@@ -4,6 +4,7 @@ on and off in the same run.
     python bench/bench_serve.py                                   # the bundled LeNet-5, 10,000 requests at 32
     python bench/bench_serve.py runs/lenet5-mnist-...             # any source `cnnzoo serve` takes
     python bench/bench_serve.py --requests 2000 --concurrency 16
+    python bench/bench_serve.py --rounds 3                        # on, off, on, off, on, off: a busy machine
     python bench/bench_serve.py --url http://127.0.0.1:8000 --model lenet5-mnist   # a server already running
 
 For each setting the script starts `cnnzoo serve SOURCE --port 0` as its own process (batching on: the
@@ -82,8 +83,9 @@ def _generate(url: str, path: str, bodies: list[bytes], n: int, concurrency: int
         await asyncio.gather(*[_one_connection(host, port, s, o) for s, o in zip(shares, outs, strict=True)])
         return time.perf_counter() - start, [r for o in outs for r in o]
 
+    cpu = time.process_time()
     seconds, results = asyncio.run(run())
-    queue.put((seconds, results))
+    queue.put((seconds, results, time.process_time() - cpu))
 
 
 def load(url: str, path: str, bodies: list[bytes], n: int, concurrency: int) -> dict:
@@ -92,7 +94,7 @@ def load(url: str, path: str, bodies: list[bytes], n: int, concurrency: int) -> 
     queue = ctx.Queue()
     proc = ctx.Process(target=_generate, args=(url, path, bodies, n, concurrency, queue))
     proc.start()
-    seconds, results = queue.get()
+    seconds, results, client_cpu = queue.get()
     proc.join()
     ok = sorted(lat for lat, status, _ in results if status == 200)
     errors = len(results) - len(ok)
@@ -110,6 +112,7 @@ def load(url: str, path: str, bodies: list[bytes], n: int, concurrency: int) -> 
         "p99_ms": round(pct(0.99), 2),
         "errors": errors,
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
+        "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(results)), 3),
     }
 
 
@@ -176,9 +179,11 @@ def measure(url: str, model: str | None, bodies, args, pid: int | None = None) -
     path = f"/v1/models/{model}/predict"
     load(url, path, bodies, 300, min(8, args.concurrency))  # warm-up: connections, caches, allocator
     lone = load(url, path, bodies, args.lone_requests, 1)
-    before = cpu_seconds(pid)
+    before, load_before = cpu_seconds(pid), os.getloadavg()[0]
     loaded = load(url, path, bodies, args.requests, args.concurrency)
     after = cpu_seconds(pid)
+    # how busy the machine was: 1-minute load average before and after (this run's own processes included)
+    loaded["loadavg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     # the server's CPU per request: a figure the other processes on a shared machine disturb less
     if before is not None and after is not None:
         loaded["server_cpu_ms_per_request"] = round(1000 * (after - before) / args.requests, 3)
@@ -199,42 +204,56 @@ def main() -> None:
     ap.add_argument("--lone-requests", type=int, default=500, help="requests one at a time (default 500)")
     ap.add_argument("--url", help="measure a server already running here instead (one setting only)")
     ap.add_argument("--model", help="with --url: the model to ask (default: the first listed)")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="measure on and off this many times, alternating (default 1)"
+    )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args()
     bodies = digits_as_png()
     print(f"{os.cpu_count()} CPUs; {args.requests:,} requests at concurrency {args.concurrency}; "
           f"{args.lone_requests} lone requests")  # fmt: skip
 
-    results = {}
+    rows: list[tuple[str, dict]] = []  # (setting, figures), in the order measured
     if args.url:
-        results["given server"] = measure(args.url.rstrip("/"), args.model, bodies, args)
+        rows.append(("given server", measure(args.url.rstrip("/"), args.model, bodies, args)))
     else:
         settings = {"batching on (32, 2 ms)": [], "batching off (1 per forward)": ["--max-batch-size", "1"]}
-        for label, extra in settings.items():
-            proc, url = start_server(args.source, extra)
-            try:
-                results[label] = measure(url, None, bodies, args, proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(60)
+        for _ in range(args.rounds):  # on, off, on, off...: a busy spell of the machine hits both
+            for label, extra in settings.items():
+                proc, url = start_server(args.source, extra)
+                try:
+                    rows.append((label, measure(url, None, bodies, args, proc.pid)))
+                finally:
+                    proc.terminate()
+                    proc.wait(60)
 
     print(
-        f"{'setting':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'batch':>6} {'cpu ms/req':>11}"
-        "   lone p50 / p99 ms"
+        f"{'setting':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'batch':>6} "
+        f"{'CPU ms/req':>16}   {'lone p50 / p99 ms':>17}   load"
     )
-    for label, r in results.items():
+    for label, r in rows:
         lo, ld = r["lone"], r["loaded"]
-        cpu = ld.get("server_cpu_ms_per_request")
+        server = ld.get("server_cpu_ms_per_request")
+        cpu = f"{server if server is not None else '-'} + {ld['client_cpu_ms_per_request']}"
         print(
             f"{label:<30} {ld['requests_per_s']:>8,.0f} {ld['p50_ms']:>8.2f} {ld['p99_ms']:>8.2f} "
-            f"{ld['errors'] + lo['errors']:>7} {ld['mean_batch']:>6} {cpu if cpu is not None else '-':>11}"
-            f"   {lo['p50_ms']:.2f} / {lo['p99_ms']:.2f}"
+            f"{ld['errors'] + lo['errors']:>7} {ld['mean_batch']:>6} {cpu:>16}   "
+            f"{lo['p50_ms']:>7.2f} / {lo['p99_ms']:<7.2f}   {ld['loadavg'][0]:.1f}-{ld['loadavg'][1]:.1f}"
         )
-    if len(results) == 2:
-        on, off = (r["loaded"]["requests_per_s"] for r in results.values())
-        print(f"micro-batching: {on / off:.2f}x the throughput of one forward per request")
+    print("CPU ms/req: server + load generator, loaded phase; load: 1-minute load average before-after it")
+    if not args.url:
+        ratios = [
+            on["loaded"]["requests_per_s"] / off["loaded"]["requests_per_s"]
+            for (_, on), (_, off) in zip(rows[::2], rows[1::2], strict=True)
+        ]
+        print(
+            "micro-batching: "
+            + ", ".join(f"{x:.2f}x" for x in ratios)
+            + " the throughput of one forward per "
+            "request" + (" (each round's pair)" if len(ratios) > 1 else "")
+        )
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps([{"setting": label, **r} for label, r in rows], indent=2))
 
 
 if __name__ == "__main__":
