@@ -1,5 +1,5 @@
-"""LeNet-5's fast path computes what its layers compute, keeps conv1 in float32 under autocast, and steps
-aside for hooks and tracing; `relu_max_pool_2x2` equals `max_pool2d(relu(x), 2)` and the polyphase
+"""LeNet-5's fast path computes what its layers compute, in float32 and under autocast, and steps aside
+for hooks and tracing; `relu_max_pool_2x2` equals `max_pool2d(relu(x), 2)` and the polyphase
 `conv_relu_max_pool_2x2` equals conv + ReLU + pool, gradients and ties included."""
 
 import pytest
@@ -105,15 +105,21 @@ class ConvDtypes(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_conv1_in_float32_under_autocast(mnist_batch, training):
+def test_fast_path_under_autocast_is_the_layers_under_autocast(mnist_batch, training):
+    """Both convolutions run in bf16 as autocast says, and the logits stay within bf16's rounding of the
+    layers' own; the weights and their gradients stay float32."""
     x, y = mnist_batch
     model = perturbed_lenet5().train(training)
-    with torch.autocast("cpu", dtype=torch.bfloat16), ConvDtypes() as seen, torch.set_grad_enabled(training):
-        out = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(training):
+        with ConvDtypes() as seen:
+            out = model(x)
+        ref = model.forward_head(model.features(x))
         if training:
             F.cross_entropy(out, y).backward()
-    assert seen.dtypes[:2] == [torch.float32, torch.bfloat16]  # conv1 float32, conv2 autocast
+    assert seen.dtypes == [torch.bfloat16, torch.bfloat16]
     assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.95
     if training:
         assert model.features[1].weight.grad.dtype == torch.float32
 

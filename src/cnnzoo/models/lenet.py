@@ -3,19 +3,18 @@
 Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-based learning applied to document
 recognition", Proc. IEEE 86(11), 1998.
 
-`LeNet5.forward_features` has a fast path for the lecture's layers (ReLU, 2x2 max-pool) in eager mode: the
-same function as `self.features(x)` (equal up to float rounding, gradients routed as `max_pool2d` routes
-them), computed with fewer, cheaper ops. On the 2-core AVX512-BF16 EPYC measured, one training step of a
-batch of 256 under bf16 autocast took ~18 ms of one thread's CPU time against ~28 ms through the layers:
+`LeNet5.forward_features` has a fast path for the lecture's layers (ReLU, 2x2 max-pool) in eager mode on
+the CPU: the same function as `self.features(x)` (equal up to float rounding, gradients routed as
+`max_pool2d` routes them), computed with fewer, cheaper ops:
   - conv1 + ReLU + pool1 is one polyphase convolution (`layers/polyphase.py`): the padding is the
-    convolution's own, oneDNN gets 4 input and 24 output channels instead of 1 and 6, and the pooling
+    convolution's own, oneDNN gets 4 input and 24 output channels instead of 1 and 6 (the 1-channel
+    convolution was 2x slower in bf16 than in fp32; the polyphase one is faster in bf16), and the pooling
     reads four contiguous blocks;
-  - under autocast conv1 runs in float32: it holds 156 of the 61,706 parameters, in bf16 its input pixels
-    would keep 8 bits of mantissa, and oneDNN's bf16 kernels are slower at its shape (measured: 10.2 ms
-    against 5.9 ms for the plain 1-channel convolution's forward and backward, one thread). conv2 and the
-    classifier, where bf16 pays (conv2: 3.9 against 8.7 ms), stay under autocast;
   - conv2's ReLU + pool is `relu_max_pool_2x2` (`layers/pool.py`): pairwise maxima of strided views, the
     ReLU on the 4x smaller output (PyTorch's CPU `max_pool2d` is several times slower at these shapes).
+On the 2-core AVX512-BF16 EPYC measured, a training step of batch 256 under bf16 autocast took 16.8 ms
+against 26.1 ms through the layers (two threads, one process; before conv1 ran in bf16 here); one thread's
+CPU time fell a further 11-15% with conv1 in bf16 (`python bench/bench_train.py` measures the epoch).
 TorchScript, FX, `torch.jit.trace`, `torch.export`/ONNX and `torch.compile` see the standard layers, and
 so does anything that hooks them (`cnnzoo summary`, `forward_intermediates`, saliency maps).
 """
@@ -53,15 +52,6 @@ class PadTo(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return pad_to(x, self.size)
-
-
-_AUTOCAST_DEVICES = ("cpu", "cuda", "mps", "xpu")
-
-
-@torch.jit.unused  # TorchScript: reached only behind `not torch.jit.is_scripting()`
-def autocast_enabled() -> bool:
-    """Whether autocast is on for any device (a plain bool, also while FX traces: no tensor is read)."""
-    return any(torch.is_autocast_enabled(d) for d in _AUTOCAST_DEVICES)
 
 
 def _is_plain_conv5(m: nn.Module) -> bool:
@@ -167,13 +157,8 @@ class LeNet5(ZooModel):
         """`self.features(x)`, computed faster (the module docstring)."""
         f = self.features
         pad = f[0].size - x.shape[-1]
-        if x.shape[-2] == x.shape[-1] and pad >= 0 and polyphase_applies(x, 5, pad // 2) and pad % 2 == 0:
-            conv1 = f[1]
-            if autocast_enabled():  # conv1 in float32: see the module docstring
-                with torch.autocast(x.device.type, enabled=False):
-                    x = conv_relu_max_pool_2x2(x.to(conv1.weight.dtype), conv1.weight, conv1.bias, pad // 2)
-            else:
-                x = conv_relu_max_pool_2x2(x, conv1.weight, conv1.bias, pad // 2)  # (B, 6, 14, 14)
+        if x.shape[-2] == x.shape[-1] and pad >= 0 and pad % 2 == 0 and polyphase_applies(x, 5, pad // 2):
+            x = conv_relu_max_pool_2x2(x, f[1].weight, f[1].bias, pad // 2)  # (B, 6, 14, 14)
         else:  # an odd padding, or an image larger than 32 (PadTo says so)
             x = relu_max_pool_2x2(f[1](f[0](x)))
         return relu_max_pool_2x2(f[4](x))  # (B, 16, 5, 5)
