@@ -386,7 +386,8 @@ def _refit_lines(results: dict) -> list[str]:
     return [
         "The rules' thresholds and table (`cnnzoo/transfer/advise.py`) were chosen on the calibration grid by "
         "`cnnzoo/transfer/calibrate.py` (scratch below a probe gain, each cell's strategy by near-best count then "
-        "mean shortfall, the widest margin among equals), on the cells of the run before this one. Re-fitted on "
+        "mean shortfall, the widest margin among equals), on the calibration cells of the run of commit 57dd9e8 "
+        "(its MNIST source trained by the LeNet-5/MNIST recipe of that time) with the probes of this code. Re-fitted on "
         f"this run's calibration grid, the procedure chooses scratch below a gain of {fit.scratch_gain:+.1f} points "
         f"(advise.py: {SCRATCH_GAIN:+.1f}) and "
         + ("the same table." if not diffs else "a different table: " + "; ".join(diffs) + ".")
@@ -395,7 +396,8 @@ def _refit_lines(results: dict) -> list[str]:
             ""
             if same
             else " advise.py was not changed after this run: the held-out scores above are those of "
-            "the rules chosen before it."
+            "the rules chosen before it (adopting a re-fit after the held-out and unseen rows were measured would "
+            "need another unseen grid to score it honestly)."
         ),
         "",
         "No threshold was chosen on the held-out, unseen or deeper grids.",
@@ -543,8 +545,9 @@ SIZING = (
     "- Sized for well under an hour on a 2-core machine shared with other jobs: the calibration grid runs one "
     "seed and leaves out Cyrillic's whole training split (1,080 per class); gradual is measured on the "
     "calibration grid only (the advisor never recommends it); the held-out and unseen grids run two seeds; "
-    "ResNet-20 one seed, at 5 and 20 per class, on targets with small test splits or few classes. kmnist is "
-    "not available offline, so no pair uses it."
+    "ResNet-20 one seed, on targets with small test splits or few classes (typed digits to scans at 5 and 20 "
+    "per class; the bundled Latin weights to Greek at 5 only: at 20, one run took 1.5 to 3 minutes here). "
+    "kmnist is not available offline, so no pair uses it."
 )
 
 
