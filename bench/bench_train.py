@@ -92,63 +92,63 @@ def accuracy(model, loader) -> float:
     return 100.0 * correct / n
 
 
+class Baseline:
+    """The tutorial's loop: per-sample loaders over MNIST, `tutorial_lenet5`, Adam at 1e-3."""
+
+    def __init__(self):
+        splits = load_dataset("mnist")
+        mean, std = splits.info.mean[0], splits.info.std[0]
+        self.train_loader = DataLoader(
+            TorchvisionStyleMNIST(splits.train, mean, std), batch_size=128, shuffle=True
+        )
+        self.test_loader = DataLoader(TorchvisionStyleMNIST(splits.test, mean, std), batch_size=1000)
+        self.images = len(splits.train)
+        torch.manual_seed(0)
+        self.model = tutorial_lenet5().train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def epoch(self) -> float:
+        """Seconds for one training epoch."""
+        start = time.perf_counter()
+        for x, y in self.train_loader:
+            self.opt.zero_grad()
+            F.cross_entropy(self.model(x), y).backward()
+            self.opt.step()
+        return time.perf_counter() - start
+
+    def loading_alone(self) -> float:
+        """Seconds for one pass of the training loader with no model: the per-sample loading cost."""
+        start = time.perf_counter()
+        for _ in self.train_loader:
+            pass
+        return time.perf_counter() - start
+
+
 def run_baseline(epochs: int, target: float, stop_at_target: bool) -> dict:
-    splits = load_dataset("mnist")
-    mean, std = splits.info.mean[0], splits.info.std[0]
-    train_loader = DataLoader(TorchvisionStyleMNIST(splits.train, mean, std), batch_size=128, shuffle=True)
-    test_loader = DataLoader(TorchvisionStyleMNIST(splits.test, mean, std), batch_size=1000)
-    torch.manual_seed(0)
-    model = tutorial_lenet5()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    base = Baseline()
     epoch_times, accs, reached = [], [], None
     start = time.perf_counter()
     for _ in range(epochs):
-        t = time.perf_counter()
-        for x, y in train_loader:
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        epoch_times.append(time.perf_counter() - t)
-        accs.append(accuracy(model, test_loader))
+        epoch_times.append(base.epoch())
+        accs.append(accuracy(base.model, base.test_loader))
         if reached is None and accs[-1] >= target:
             reached = time.perf_counter() - start
             if stop_at_target:
                 break
-    return {"epoch_s": min(epoch_times), "accs": accs, "time_to_target": reached, "images": len(splits.train)}
+    return {"epoch_s": min(epoch_times), "accs": accs, "time_to_target": reached, "images": base.images}
 
 
-def epoch_rounds(cfg, rounds: int) -> tuple[list[float], list[float]]:
+def epoch_rounds(cfg, rounds: int) -> tuple[list[float], list[float], float]:
     """Seconds of one training epoch (no test pass), the baseline's and cnnzoo's, alternating `rounds`
-    times: whatever load the shared machine has falls on both sides alike, so the ratio holds."""
-    splits = load_dataset("mnist")
-    mean, std = splits.info.mean[0], splits.info.std[0]
-    loader = DataLoader(TorchvisionStyleMNIST(splits.train, mean, std), batch_size=128, shuffle=True)
-    torch.manual_seed(0)
-    model = tutorial_lenet5().train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    base, ours = [], []
+    times: whatever load the shared machine has falls on both sides alike, so the ratio holds. Also the
+    baseline's loading alone."""
+    base, base_s, ours_s = Baseline(), [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        for x, y in loader:
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        base.append(time.perf_counter() - t)
+        base_s.append(base.epoch())
         with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-") as run_dir:
             result = train(replace(cfg, epochs=1), run_dir=run_dir, quiet=True)
-        ours.append(result.history[0]["train_time"])
-    return base, ours
-
-
-def baseline_loader_alone() -> float:
-    """Seconds for one pass of the baseline's `DataLoader` with no model: its per-sample loading cost."""
-    splits = load_dataset("mnist")
-    mean, std = splits.info.mean[0], splits.info.std[0]
-    loader = DataLoader(TorchvisionStyleMNIST(splits.train, mean, std), batch_size=128, shuffle=True)
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    return time.perf_counter() - start
+        ours_s.append(result.history[0]["train_time"])
+    return base_s, ours_s, base.loading_alone()
 
 
 def run_cnnzoo(epochs: int | None, target: float, seed: int) -> dict:
@@ -252,7 +252,7 @@ def main() -> None:
         f"LeNet-5 arithmetic alone (batch {cfg.batch_size}, {cfg.optimizer}, precision {cfg.precision}, no data): "
         f"{floor:.2f} s/epoch, {gflops(60_000, floor):.1f} GFLOPS"
     )
-    base_s, ours_s = epoch_rounds(cfg, args.rounds)
+    base_s, ours_s, loading = epoch_rounds(cfg, args.rounds)
     ratios = [b / o for b, o in zip(base_s, ours_s, strict=True)]
     print(
         f"one epoch, alternating baseline/cnnzoo x{args.rounds}: baseline {fmt_s(base_s)}, cnnzoo {fmt_s(ours_s)} "
@@ -263,7 +263,6 @@ def main() -> None:
         f"{', '.join(f'{r:.1f}x' for r in ratios)})"
     )
     print(f"cnnzoo epoch vs its arithmetic alone: {min(ours_s) / floor:.2f}x")
-    loading = baseline_loader_alone()
     print(
         f"the baseline's per-sample loading alone (no model): {loading:.2f} s per epoch, "
         f"{100 * loading / min(base_s):.0f}% of its fastest epoch"
