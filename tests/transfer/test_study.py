@@ -270,3 +270,12 @@ def test_the_trial_decides_where_the_rules_are_unsure(results):
     row["advice"]["kept"] = 0.95  # similar: 2 of 2 calibration rows, sure: the rules' pick stands
     assert not unsure(row) and policy_pick(row) == "full"
     assert advisor_score([{"settings": [{"rows": [row]}]}] * 2)["rows"] == 2  # several grids together
+
+
+def test_finding_for_the_index(results):
+    from cnnzoo.studies.transfer_report import finding
+
+    verdict, line = finding(results)
+    assert verdict == "advice: 80% not met; principles partly held"
+    assert line.startswith("advice out of sample (1 rows): rules near-best in 0 (0%), trial 1 of 1")
+    assert "of 12 principles held" in line and "frozen BatchNorm beat --train-bn in 3 of 4" in line

@@ -389,6 +389,12 @@ def _source_stamp(source: str | Path) -> str:
     return json.dumps(meta.get("metrics"), sort_keys=True)
 
 
+def _finding(results: dict) -> tuple[str, str]:
+    from .transfer_report import finding
+
+    return finding(results)
+
+
 def rewrite_report(out: str | Path = "reports/transfer") -> Path:
     """Re-render README.md and the plots from `results.json` (e.g. after the advisor's rules changed)."""
     from .transfer_report import write_report
@@ -564,6 +570,7 @@ register_study(
         summary="does the transfer-learning folklore hold, and the advisor out of sample? strategies x data x source",
         run=run_transfer_study,
         report=rewrite_report,
+        finding=_finding,
         default_out="reports/transfer",
     )
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 __all__ = [
     "write_report",
+    "finding",
     "principles",
     "advisor_score",
     "advised",
@@ -614,6 +615,34 @@ def _sizing_lines(results: dict) -> list[str]:
         )
     sizing = [SIZING] if results["preset"] == "full" else []
     return [*lines, *sizing, *results.get("notes", []), ""]
+
+
+def finding(results: dict) -> tuple[str, str]:
+    """(verdict, line) for reports/README.md: the advisor out of sample, then the principles."""
+    outside = [g for g in results["grids"] if g["name"] in ("held-out", "unseen")]
+    verdicts = [held for g in results["grids"] for _, held, _ in principles(g)]
+    parts = []
+    if outside:
+        sc = advisor_score(outside)
+        parts.append(
+            f"advice out of sample ({sc['rows']} rows): rules near-best in {sc['rules_near']} "
+            f"({_pct(sc['rules_near'], sc['rows'])}), trial {sc['trial_near']} of {sc['trials']}, rules with the "
+            f"trial where unsure {sc['policy_near']} (goal 80%)"
+        )
+        goal = (
+            "advice: 80% goal met by the rules"
+            if sc["rules_near"] >= 0.8 * sc["rows"]
+            else "advice: 80% not met"
+        )
+    else:
+        goal = "advice: no held-out grid"
+    if verdicts:
+        parts.append(f"{sum(verdicts)} of {len(verdicts)} principles held")
+    bn = [(frozen, live) for g in results["grids"] for *_, frozen, live in bn_comparison(g)]
+    if bn:
+        parts.append(f"frozen BatchNorm beat --train-bn in {sum(f > v for f, v in bn)} of {len(bn)}")
+    held = "principles held" if verdicts and all(verdicts) else "principles partly held"
+    return f"{goal}; {held}", "; ".join(parts)
 
 
 def _command(results: dict) -> str:
