@@ -254,3 +254,29 @@ def test_several_models_and_bad_settings(predictor, digits):
         ServeSettings(max_batch_size=0)
     with pytest.raises(CnnzooError, match="model name"):
         create_app({"no spaces": predictor})
+
+
+def test_not_ready_until_warmed_up_but_alive(predictor, digits):
+    app = create_app({NAME: predictor})
+    blocker = app.state.executor.submit(time.sleep, 0.5)  # the warm-up queues behind this
+    with TestClient(app) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json() == {"ready": False, "models": [NAME]}
+        assert r.headers["retry-after"] == "1"
+        early = c.post(PREDICT, content=encode(digits[0]), headers=PNG)
+        assert early.status_code == 503 and "warming up" in early.json()["error"]
+        assert c.get("/healthz").status_code == 200
+        blocker.result()
+        wait_ready(c)
+        assert c.post(PREDICT, content=encode(digits[0]), headers=PNG).status_code == 200
+
+
+def test_load_models_names_the_routes(lenet_source):
+    from cnnzoo.serve import load_models
+
+    models = load_models([lenet_source, lenet_source], ["mine=" + lenet_source])
+    assert list(models) == ["lenet5-mnist", "lenet5-mnist-2", "mine"]
+    with pytest.raises(CnnzooError, match="NAME=SOURCE"):
+        load_models([], ["=x"])
+    with pytest.raises(CnnzooError, match="model name"):
+        load_models([], ["no/slash=" + lenet_source])

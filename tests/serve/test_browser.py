@@ -1,7 +1,9 @@
 """The page in a real browser: Debian's chromium driven by Playwright (never a downloaded browser) draws a
 "1" with mouse events; the prediction, the 28x28 input, the feature maps and Grad-CAM appear; screenshots
-at desktop and phone width go into the test's own folder."""
+at desktop and phone width go into the test's own folder. With two models served, the picker shows and
+sends to the model picked; the upload button sends the picture itself."""
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -9,8 +11,10 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
 
 import cnnzoo
+from cnnzoo.data import load_dataset
 from cnnzoo.serve import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium")
@@ -27,12 +31,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def server_url(lenet_source):
-    """The app on uvicorn in a thread, on a free loopback port."""
+@contextlib.contextmanager
+def running(predictors: dict):
+    """The app serving `predictors` on uvicorn in a thread, on a free loopback port: its URL."""
     import uvicorn
 
-    app = create_app({"lenet5-mnist": cnnzoo.load(lenet_source)}, ServeSettings())
+    app = create_app(predictors, ServeSettings())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -48,9 +52,22 @@ def server_url(lenet_source):
             pass
         assert time.monotonic() < deadline, "the server never became ready"
         time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(30)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def predictor(lenet_source):
+    return cnnzoo.load(lenet_source)
+
+
+@pytest.fixture(scope="module")
+def server_url(predictor):
+    with running({"lenet5-mnist": predictor}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +123,29 @@ def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, ser
     assert page.locator("#prediction").inner_text() == "–"
     assert errors == []
     page.close()
+
+
+def test_two_models_show_the_picker_and_an_upload_goes_to_the_model_picked(browser, predictor, tmp_path):
+    test = load_dataset("mnist").test
+    digit = tmp_path / "seven.png"
+    Image.fromarray(test.images[0, 0].numpy()).save(digit)  # the test set's first digit, a 7
+    assert int(test.labels[0]) == 7
+    with running({"first": predictor, "second": predictor}) as url:
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        page.set_default_timeout(60_000)
+        asked = []
+        page.on("request", lambda r: asked.append(r.url) if "/explain" in r.url else None)
+        page.goto(url + "/")
+        expect = pytest.importorskip("playwright.sync_api").expect  # waits without eval (the page's CSP)
+        expect(page.locator("#model-label")).to_contain_text("first", timeout=60_000)
+        assert page.locator("#model").is_visible()
+        assert page.locator("#model option").all_inner_texts() == ["first", "second"]
+        page.select_option("#model", "second")
+        expect(page.locator("#model-label")).to_contain_text("second", timeout=60_000)
+        page.set_input_files("#upload", str(digit))
+        expect(page.locator("#prediction")).to_have_text("7", timeout=60_000)
+        expect(page.locator("#layers img.fmap")).to_have_count(4, timeout=60_000)
+        assert asked and all("/v1/models/second/explain" in u for u in asked)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.screenshot(path=str(tmp_path / "upload-to-second-phone.png"), full_page=True)
+        page.close()
