@@ -66,7 +66,6 @@ def test_committed_lenet_report_ran_the_current_recipe():
     without a re-run leaves its committed figures measuring an older recipe."""
     import json
 
-    from cnnzoo.engine.config import default_config
     from cnnzoo.studies import lenet
 
     results = json.loads((REPORTS / "lenet" / "results.json").read_text())
@@ -75,9 +74,6 @@ def test_committed_lenet_report_ran_the_current_recipe():
         if key not in results["runs"]:
             continue
         ran = results["runs"][key]["config"]
-        extra = {"augment": augment} if augment else {}
-        now = default_config(
-            model, "mnist", epochs=p.epochs, eval_every=1, **lenet.BUDGET_RECIPE.get(model, {}), **extra
-        ).to_dict()
+        now = lenet.recipe(model, augment, p).to_dict()
         differ = {k: (ran[k], now[k]) for k in now if k not in ("seed", "device") and ran.get(k) != now[k]}
         assert not differ, f"reports/lenet ran another recipe for {key} (ran, now): {differ}"
