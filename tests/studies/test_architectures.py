@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -19,7 +21,9 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("architectures")
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(study.PRESETS, "quick", study.PRESETS["tiny"])
+        mp.setattr(sys, "stderr", io.StringIO())
         assert main(["study", "architectures", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+        (out / "stderr.txt").write_text(sys.stderr.getvalue())
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -46,6 +50,7 @@ def test_speed_measured_when_no_benchmark_json(report):
     assert r["speed"]["source"].startswith("measured by the study") and r["speed"]["missing"] == "speed.json"
     text = (out / "README.md").read_text()
     assert "The speed benchmark's JSON is missing" in text and study.SPEED_COMMAND in text
+    assert study.SPEED_COMMAND in (out / "stderr.txt").read_text()  # said on the console too
     assert set(r["speed"]["models"]) == {"lenet5", "resnet20"}
     assert r["speed"]["models"]["lenet5"]["size"] == 28 and r["speed"]["models"]["resnet20"]["size"] == 32
     assert all(s["forward"] > 0 and s["train"] > 0 for s in r["speed"]["models"].values())

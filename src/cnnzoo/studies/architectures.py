@@ -17,6 +17,7 @@ feature maps, Grad-CAM, saliency).
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,11 @@ def _measure(run: StudyRun, out: Path, device: str) -> None:
     results["models"] = {name: counted(name) for name in list_models()}
     speed = speed_from_json(out / SPEED_JSON)
     if speed is None or not speed["models"]:
+        print(
+            f"{out / SPEED_JSON} is missing: measuring a rougher speed here; for the benchmark's, run "
+            f"`{SPEED_COMMAND}`, then `cnnzoo study {NAME} --report-only`",
+            file=sys.stderr,
+        )
         speed = speed_measured(_wanted(p.speed_models), p.speed_batch, p.speed_repeats)
     results["speed"] = speed
     results["pictures"] = pictures(out, p, device)
