@@ -589,7 +589,10 @@ def _sizing_lines(results: dict) -> list[str]:
                 f"({'trained by this run' if c in trained else 'trained by an earlier run'})"
                 for c, s in sources.items()
             )
-            + ". Sources trained by this run are inside its wall time."
+            + ". Sources trained by this run are inside its wall time. A source is reused while its "
+            "configuration is the same, not its model's code: one trained by an earlier run had that run's code, "
+            "and `cnnzoo train` today can differ from it in the last digits where the model's code has changed "
+            "since (the `finetune` commands above are checked against the study's own source folder)."
         )
     cache = results.get("cache")
     if cache:
