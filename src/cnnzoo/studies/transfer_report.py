@@ -648,6 +648,22 @@ def finding(results: dict) -> tuple[str, str]:
     return f"{goal}; {held}", "; ".join(parts)
 
 
+def _cache_note(results: dict) -> str:
+    """Where most figures came from the cache: how many this run measured, and what all of them cost."""
+    cache = results.get("cache") or {}
+    if not cache.get("reused"):
+        return ""
+    total = 0.0
+    for grid in results["grids"]:
+        for row in _rows(grid):
+            total += sum(r["seconds"] for c in row["cells"].values() for r in c.get("runs", []))
+            total += row["advice"].get("seconds", 0.0) + ((row.get("trial") or {}).get("seconds") or 0.0)
+    return (
+        f" (it measured {cache['computed']} figures and reused {cache['reused']} from the cache of earlier runs; "
+        f"measuring all of them took {total / 60:.0f} minutes, the sum of their own seconds, sources not included)"
+    )
+
+
 def _command(results: dict) -> str:
     """The command as run: `nice` and OMP_NUM_THREADS where the machine record has them."""
     machine = results.get("machine", {})
@@ -666,7 +682,8 @@ def write_report(results: dict, out: Path) -> Path:
     lines = [
         "# Transfer study: how far back to fine-tune, and how good is the advice",
         "",
-        f"Written by `{_command(results)}` in {results['minutes']} minutes, on {machine.get('cpu', 'a CPU')} "
+        f"Written by `{_command(results)}` in {results['minutes']} minutes{_cache_note(results)}, on "
+        f"{machine.get('cpu', 'a CPU')} "
         f"({machine.get('cpus', '?')} cores shared with other jobs, {machine.get('threads', '?')} torch thread(s), "
         f"torch {machine.get('torch', '?')}), cnnzoo at commit {machine.get('commit') or '?'}. Seeds 0 to K-1 "
         "per cell, K per grid as its heading says; the advice and the trial use seed 0.",
