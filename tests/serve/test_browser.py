@@ -79,6 +79,22 @@ def browser():
         b.close()
 
 
+def expect(locator):
+    """Playwright's waiting assertions. Not `page.wait_for_function`: the page's CSP forbids eval, which a
+    string predicate needs as soon as it is not true at once (an EvalError then, not a wait)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def wait_until(page, expression: str, timeout: float = 60) -> None:
+    """Poll a JavaScript expression (page.evaluate runs it through the debugger protocol, past the CSP)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        time.sleep(0.05)
+
+
 def draw(page, points) -> None:
     """A stroke through `points` (fractions of the canvas), with mouse events."""
     box = page.locator("#canvas").bounding_box()
@@ -97,13 +113,12 @@ def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, ser
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.goto(server_url + "/")
-    page.wait_for_function("document.querySelector('#model-label').textContent.includes('lenet5')")
+    expect(page.locator("#model-label")).to_contain_text("lenet5", timeout=60_000)
     draw(page, [(0.52, 0.15), (0.50, 0.50), (0.48, 0.85)])  # a "1", top to bottom
-    page.wait_for_function("document.querySelector('#prediction').textContent === '1'")
-    page.wait_for_function("document.querySelectorAll('#layers img.fmap').length === 4")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#layers img.fmap, #seen, #gradcam')].every(i => i.complete && i.naturalWidth > 0)"
-    )
+    expect(page.locator("#prediction")).to_have_text("1", timeout=60_000)
+    expect(page.locator("#layers img.fmap")).to_have_count(4, timeout=60_000)
+    wait_until(page, "[...document.querySelectorAll('#layers img.fmap, #seen, #gradcam')]"
+                     ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
     captions = page.locator("#layers figcaption").all_inner_texts()
     assert captions == [
         "conv features.1 · 6×28×28",
@@ -136,7 +151,6 @@ def test_two_models_show_the_picker_and_an_upload_goes_to_the_model_picked(brows
         asked = []
         page.on("request", lambda r: asked.append(r.url) if "/explain" in r.url else None)
         page.goto(url + "/")
-        expect = pytest.importorskip("playwright.sync_api").expect  # waits without eval (the page's CSP)
         expect(page.locator("#model-label")).to_contain_text("first", timeout=60_000)
         assert page.locator("#model").is_visible()
         assert page.locator("#model option").all_inner_texts() == ["first", "second"]
