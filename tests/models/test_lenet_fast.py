@@ -138,3 +138,16 @@ def test_hooks_and_other_layers_get_the_standard_path(mnist_batch):
         other = perturbed_lenet5(**kwargs)
         assert not other._fast_path_applies(x)
         assert torch.equal(other(x), other.forward_head(other.features(x)))
+
+
+def test_polyphase_after_inference_mode_still_trains():
+    """The polyphase taps are cached: made first under inference_mode, they must still serve autograd."""
+    from cnnzoo.layers import polyphase
+
+    polyphase._phase_taps_cached.cache_clear()
+    x, w, b = torch.randn(2, 1, 28, 28), torch.randn(6, 1, 5, 5), torch.randn(6)
+    with torch.inference_mode():
+        conv_relu_max_pool_2x2(x, w, b, 2)
+    w.requires_grad_()
+    conv_relu_max_pool_2x2(x, w, b, 2).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0

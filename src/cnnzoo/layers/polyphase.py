@@ -35,8 +35,14 @@ def polyphase_applies(x: Tensor, kernel: int, padding: int) -> bool:
     return kernel % 2 == 1 and h % 2 == 0 and w % 2 == 0 and h > kernel and w > kernel
 
 
-@lru_cache(maxsize=16)
 def _phase_taps(c_out: int, c_in: int, k: int) -> tuple[Tensor, Tensor]:
+    # cached tensors made under torch.inference_mode() could never be used by autograd afterwards
+    with torch.inference_mode(False):
+        return _phase_taps_cached(c_out, c_in, k)
+
+
+@lru_cache(maxsize=16)
+def _phase_taps_cached(c_out: int, c_in: int, k: int) -> tuple[Tensor, Tensor]:
     """Index into the flattened (c_out, c_in, k, k) weight of every tap of the polyphase kernel
     (4 * c_out, 4 * c_in, kp, kp), and the 0/1 mask of the taps that exist (the others are zeros).
 
