@@ -22,9 +22,8 @@ from safetensors.torch import load_file
 
 from cnnzoo import create_model
 from cnnzoo.cli import main
-from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits
-from cnnzoo.engine import TrainConfig, load_checkpoint, train
+from cnnzoo.engine import TrainConfig, load_checkpoint
 from cnnzoo.engine.checkpoint import save_checkpoint
 from cnnzoo.errors import CnnzooError
 from cnnzoo.transfer import groups
@@ -39,20 +38,6 @@ FROZEN = {  # lenet5 groups whose weights a strategy must leave exactly as the s
     "gradual": set(),
     "scratch": set(),
 }
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """A LeNet-5 trained for one epoch on 1,500 MNIST images (its preprocessing: MNIST's mean/std)."""
-    run = tmp_path_factory.mktemp("source") / "lenet5-mnist"
-    cfg = TrainConfig(model="lenet5", data="mnist", epochs=1, batch_size=64, lr=0.1, train_subset=1500)
-    train(cfg, run_dir=run, quiet=True)
-    return run
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def small_cfg(**kw) -> TrainConfig:

@@ -12,8 +12,6 @@ from dataclasses import asdict
 import pytest
 
 from cnnzoo.cli import main
-from cnnzoo.data import load_dataset
-from cnnzoo.engine import TrainConfig, train
 from cnnzoo.studies.transfer import (
     PRESETS,
     cell_plan,
@@ -33,19 +31,6 @@ from cnnzoo.transfer.recipe import (
     recipe_epochs,
     strategy_rate,
 )
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    run = tmp_path_factory.mktemp("source") / "lenet5-mnist"
-    cfg = TrainConfig(model="lenet5", data="mnist", epochs=1, batch_size=64, lr=0.1, train_subset=1500)
-    train(cfg, run_dir=run, quiet=True)
-    return run
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.mark.parametrize(

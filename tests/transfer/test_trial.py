@@ -9,24 +9,9 @@ import json
 import pytest
 
 from cnnzoo.cli import main
-from cnnzoo.data import load_dataset
-from cnnzoo.engine import TrainConfig, train
 from cnnzoo.errors import CnnzooError
 from cnnzoo.transfer.advise import advise, ambiguities
 from cnnzoo.transfer.trial import candidates, halving_plan, race, trial_steps
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    run = tmp_path_factory.mktemp("source") / "lenet5-mnist"
-    cfg = TrainConfig(model="lenet5", data="mnist", epochs=1, batch_size=64, lr=0.1, train_subset=1500)
-    train(cfg, run_dir=run, quiet=True)
-    return run
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def test_candidates_and_the_halving_plan():
