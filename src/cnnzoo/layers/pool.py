@@ -59,47 +59,36 @@ def _route_to_first_max(grad_out: Tensor, left: Tensor, top: Tensor, in_shape: t
 
 
 class _MaxPool2x2(torch.autograd.Function):
+    """The pairwise 2x2 max-pool, followed by a ReLU when `relu` (on the 4x smaller output)."""
+
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, relu: bool) -> Tensor:
         out, left, top = _pairwise_max(x, masks=True)
-        ctx.save_for_backward(left, top)
+        if relu:
+            out = out.clamp_(min=0)
+        ctx.save_for_backward(left, top, out if relu else None)
         ctx.in_shape = x.shape
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> Tensor:
-        left, top = ctx.saved_tensors
-        return _route_to_first_max(grad_out.contiguous(), left, top, ctx.in_shape)
-
-
-class _ReluMaxPool2x2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out, left, top = _pairwise_max(x, masks=True)
-        out = out.clamp_(min=0)
-        ctx.save_for_backward(left, top, out)
-        ctx.in_shape = x.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> Tensor:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
         left, top, out = ctx.saved_tensors
-        grad_out = torch.ops.aten.threshold_backward(
-            grad_out.contiguous(), out, 0
-        )  # the ReLU: 0 where out <= 0
-        return _route_to_first_max(grad_out, left, top, ctx.in_shape)
+        grad_out = grad_out.contiguous()
+        if out is not None:  # the ReLU: 0 where out <= 0
+            grad_out = torch.ops.aten.threshold_backward(grad_out, out, 0)
+        return _route_to_first_max(grad_out, left, top, ctx.in_shape), None
 
 
 def relu_max_pool_2x2(x: Tensor) -> Tensor:
     """`F.max_pool2d(F.relu(x), 2)`: same values and gradients, faster on CPU (see the module docstring)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return _ReluMaxPool2x2.apply(x)
+        return _MaxPool2x2.apply(x, True)
     return _pairwise_max(x, masks=False)[0].clamp_(min=0)
 
 
 def max_pool_2x2(x: Tensor) -> Tensor:
     """`F.max_pool2d(x, 2)`, faster on CPU when a gradient is needed."""
-    return _MaxPool2x2.apply(x)
+    return _MaxPool2x2.apply(x, False)
 
 
 class MaxPool2x2(nn.MaxPool2d):

@@ -85,14 +85,15 @@ def _has_hooks(seq: nn.Sequential) -> bool:
     """Any forward or backward hook on `seq` or its layers, or a global one: the fast path would skip them."""
     from torch.nn.modules import module as M
 
-    if M._global_forward_hooks or M._global_forward_pre_hooks or M._global_backward_hooks:
-        return True
-    if M._global_backward_pre_hooks:
-        return True
+    hooks = [
+        M._global_forward_hooks,
+        M._global_forward_pre_hooks,
+        M._global_backward_hooks,
+        M._global_backward_pre_hooks,
+    ]
     for m in (seq, *seq):
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
-            return True
-    return False
+        hooks += [m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks]
+    return any(hooks)
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
