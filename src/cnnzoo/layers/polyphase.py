@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .pool import first_wins
+
 __all__ = ["conv_relu_max_pool_2x2"]
 
 
@@ -82,11 +84,8 @@ class _PhaseReluMax(torch.autograd.Function):
         p0, p1, p2, p3 = y.unflatten(1, (4, -1)).unbind(1)  # phases (0,0), (0,1), (1,0), (1,1)
         top, bottom = torch.maximum(p0, p1), torch.maximum(p2, p3)
         out = torch.maximum(top, bottom).clamp_(min=0)
-        # which member of each pair is the first maximum, as 0/1 in y's dtype (a float mask multiplies
-        # several times faster than a bool one here)
-        ctx.save_for_backward(
-            (p0 >= p1).to(y.dtype), (p2 >= p3).to(y.dtype), (top >= bottom).to(y.dtype), out
-        )
+        # which member of each pair is the first maximum, as 0/1 in y's dtype (layers/pool.py says why)
+        ctx.save_for_backward(first_wins(p0, p1), first_wins(p2, p3), first_wins(top, bottom), out)
         return out
 
     @staticmethod
