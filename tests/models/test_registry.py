@@ -65,3 +65,10 @@ def test_unknown_model_suggests_close_names():
 def test_bad_class_counts_rejected(bad):  # 0 is timm's "no classifier" (tests/models/test_contract.py)
     with pytest.raises(CnnzooError, match="num_classes"):
         cnnzoo.create_model("lenet5", num_classes=bad)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg11", "googlenet", "resnet18"])
+def test_an_unknown_builder_keyword_is_one_cnnzoo_error(name):
+    """A builder's TypeError becomes CnnzooError once, in create_model (one model of each family)."""
+    with pytest.raises(CnnzooError, match=f"cannot build {name}: .*no_such_option"):
+        cnnzoo.create_model(name, no_such_option=1)
