@@ -189,6 +189,7 @@ def cmd_evaluate(args) -> int:
     from .engine.checkpoint import note
     from .engine.evaluate import evaluate_checkpoint, format_confusion, plot_confusion
     from .engine.runfolder import output_file
+    from .inference.pretrained import is_pretrained_name
 
     explicit = output_file(args.confusion_png, "--confusion-png") if args.confusion_png else None
     metrics, ckpt = evaluate_checkpoint(
@@ -201,8 +202,11 @@ def cmd_evaluate(args) -> int:
     )
     safe = args.data.replace(":", "_").replace("/", "_").replace("\\", "_")
     png = explicit or ckpt.path.parent / f"confusion-{safe}.png"
+    if not explicit and is_pretrained_name(args.checkpoint):  # never into the installed package's folder
+        png = None
     try:
-        plot_confusion(metrics["confusion"], ckpt.classes, png)
+        if png is not None:
+            plot_confusion(metrics["confusion"], ckpt.classes, png)
     except CnnzooError as e:
         if explicit:
             raise
@@ -429,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="accuracy, top-5, per-class accuracy and confusion matrix of a checkpoint"
     )
-    p.add_argument("checkpoint", help="a run folder or a .safetensors checkpoint")
+    p.add_argument(
+        "checkpoint", help="a run folder, a .safetensors checkpoint or bundled weights (lenet5:mnist)"
+    )
     p.add_argument("--data", default="mnist", help="dataset whose test split to use (default mnist)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")

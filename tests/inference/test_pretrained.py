@@ -88,3 +88,41 @@ def test_cli_models_pretrained(capsys):
     assert main(["models", "--pretrained", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} >= {"lenet5:mnist"}
+
+
+def test_the_recorded_command_and_make_pretrained_give_the_recorded_recipe():
+    """The manifest's `command` (and `scripts/make_pretrained.py`'s recipe) re-run the recipe the bundled file
+    was trained with, today: a later change of `default_config` must not silently change what they train."""
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    from cnnzoo.cli import build_parser, train_overrides
+    from cnnzoo.engine.config import default_config
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_pretrained.py"
+    spec = importlib.util.spec_from_file_location("make_pretrained", script)
+    make_pretrained = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_pretrained)
+    for e in pretrained.list_pretrained():
+        recorded = e.record["recipe"]
+        args = build_parser().parse_args(shlex.split(e.record["command"])[1:])
+        from_command = default_config(args.model, args.data, **train_overrides(args)).to_dict()
+        model, data, overrides, _, _ = make_pretrained.SPECS[e.name]
+        from_script = default_config(model, data, **overrides).to_dict()
+        assert e.record["command"] == make_pretrained.command_of(model, data, overrides)
+        for made, how in ((from_command, e.record["command"]), (from_script, e.record["recreate"])):
+            changed = {k: (v, made.get(k)) for k, v in recorded.items() if made.get(k) != v}
+            assert not changed, f"{e.name}: `{how}` now trains another recipe (recorded, now): {changed}"
+
+
+def test_cli_evaluate_takes_a_bundled_name(tmp_path, capsys):
+    """`cnnzoo evaluate lenet5:mnist` checks the manifest's figure; no plot lands in the package's folder."""
+    assert main(["evaluate", "lenet5:mnist", "--data", "mnist", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert round(result["accuracy"], 2) == pretrained.pretrained_entry("lenet5:mnist").accuracy
+    assert result["confusion_png"] is None and not list(pretrained.ASSETS.glob("confusion-*"))
+    png = tmp_path / "c.png"
+    assert main(["evaluate", "lenet5:mnist", "--data", "mnist", "--confusion-png", str(png)]) == 0
+    acc = pretrained.pretrained_entry("lenet5:mnist").accuracy
+    assert png.is_file() and f"accuracy {acc:.2f}%" in capsys.readouterr().out

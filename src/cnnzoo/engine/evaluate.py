@@ -78,14 +78,18 @@ def evaluate_checkpoint(
     precision: str | None = None,
     tta: bool = False,
 ) -> tuple[dict, Checkpoint]:
-    """Metrics of a run or checkpoint on `data`'s test split, prepared exactly as the run prepared it.
+    """Metrics of a run, checkpoint or bundled name (`lenet5:mnist`) on `data`'s test split, prepared exactly as
+    the run prepared it.
 
     `precision` defaults to the one the run evaluated with (recorded in the checkpoint; fp32 for older runs).
     """
     from ..data import load_dataset
+    from ..inference.pretrained import is_pretrained_name, pretrained_checkpoint
     from .train import autocast_dtype, make_loaders, resolve_device
 
     dev = resolve_device(device)
+    if is_pretrained_name(str(checkpoint)):  # bundled weights, e.g. "lenet5:mnist" (SHA-256 checked)
+        checkpoint = pretrained_checkpoint(str(checkpoint))
     ckpt = load_checkpoint(checkpoint, dev)
     splits = load_dataset(data, data_dir=data_dir)
     check_classes_match(ckpt.meta, splits.info)
