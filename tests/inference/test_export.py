@@ -115,3 +115,27 @@ def test_a_failed_parity_check_says_by_how_much_and_leaves_nothing(tmp_path, mon
     err = capsys.readouterr().err.strip()
     assert "ONNX parity check failed" in err and "max |diff|" in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torchscript_loads_in_a_python_that_never_imports_cnnzoo(exported, tmp_path):
+    import subprocess
+    import sys
+
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys, torch\n"
+        "y = torch.jit.load(sys.argv[1])(torch.load(sys.argv[2]))\n"
+        "torch.save(y.detach(), sys.argv[3])\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'cnnzoo'], 'cnnzoo was imported'\n"
+    )
+    args = [sys.executable, "-I", "-c", code, str(exported / "model.pt"), "x.pt", "y.pt"]
+    subprocess.run(args, cwd=tmp_path, check=True, timeout=300)
+    with torch.no_grad():
+        reference = cnnzoo.load("lenet5:mnist").model(x)
+    got = torch.load(tmp_path / "y.pt")
+    torch.testing.assert_close(got, reference, rtol=0, atol=1e-5 * reference.abs().max().item())
+    assert (
+        "torch.jit.load in a Python process without cnnzoo gives the same logits"
+        in (exported / "README.md").read_text()
+    )
