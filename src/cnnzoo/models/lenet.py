@@ -10,11 +10,15 @@ the CPU: the same function as `self.features(x)` (equal up to float rounding, gr
     convolution's own, oneDNN gets 4 input and 24 output channels instead of 1 and 6 (the 1-channel
     convolution was 2x slower in bf16 than in fp32; the polyphase one is faster in bf16), and the pooling
     reads four contiguous blocks;
-  - conv2's ReLU + pool is `relu_max_pool_2x2` (`layers/pool.py`): pairwise maxima of strided views, the
-    ReLU on the 4x smaller output (PyTorch's CPU `max_pool2d` is several times slower at these shapes).
+  - conv2's pool + ReLU is PyTorch's `max_pool2d` on a channels-last copy of conv2's output, the ReLU on
+    the 4x smaller output: oneDNN's channels-last pooling vectorises over the 16 channels, where the NCHW
+    kernel and `layers/pool.py`'s pairwise maxima read 10-wide rows with stride 2 (bf16, batch 256, one
+    thread, forward and backward: 2.2 ms, against 5.5 ms pairwise and 3.9 ms NCHW).
 On the 2-core AVX512-BF16 EPYC measured, a training step of batch 256 under bf16 autocast took 16.8 ms
 against 26.1 ms through the layers (two threads, one process; before conv1 ran in bf16 here); one thread's
-CPU time fell a further 11-15% with conv1 in bf16 (`python bench/bench_train.py` measures the epoch).
+CPU time fell a further 11-15% with conv1 in bf16, 12% with the pooling masks written as floats
+(`layers/pool.py`) and 13-16% with conv2's pooling in channels-last (`python bench/bench_train.py`
+measures the epoch).
 TorchScript, FX, `torch.jit.trace`, `torch.export`/ONNX and `torch.compile` see the standard layers, and
 so does anything that hooks them (`cnnzoo summary`, `forward_intermediates`, saliency maps).
 """
@@ -162,7 +166,8 @@ class LeNet5(ZooModel):
             x = conv_relu_max_pool_2x2(x, f[1].weight, f[1].bias, pad // 2)  # (B, 6, 14, 14)
         else:  # an odd padding, or an image larger than 32 (PadTo says so)
             x = relu_max_pool_2x2(f[1](f[0](x)))
-        return relu_max_pool_2x2(f[4](x))  # (B, 16, 5, 5)
+        x = f[4](x).contiguous(memory_format=torch.channels_last)  # (B, 16, 10, 10): the docstring says why
+        return F.relu(F.max_pool2d(x, 2))  # (B, 16, 5, 5), channels-last
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = torch.flatten(x, 1)  # (B, 400)
