@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from cnnzoo.cli import main
 from cnnzoo.data.loader import InMemoryLoader
 from cnnzoo.engine import TrainConfig, default_config, load_checkpoint, train
+from cnnzoo.engine.train import autocast_dtype, precision_name
 from cnnzoo.errors import CnnzooError
 
 SMALL = dict(train_subset=2000, epochs=2, batch_size=64, lr=0.1)
@@ -180,6 +181,14 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
         json.loads((tmp_path / r / "last.json").read_text())["metrics"]["test_acc"] for r in ("one", "two")
     ]
     assert abs(acc[0] - acc[1]) <= 1.0, acc
+    # the train figures cover both ranks' shards, as one process's cover all its images
+    logs = [
+        [json.loads(line) for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("one", "two")
+    ]
+    for solo, pair in zip(*logs, strict=True):
+        assert solo["train_images"] == pair["train_images"] == 1024
+        assert abs(solo["train_loss"] - pair["train_loss"]) < 1e-3, (solo, pair)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +206,10 @@ def test_training_options_all_learn(tmp_path, options):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     tested = [r["epoch"] for r in records if "test_acc" in r]
     assert tested == ([2] if options.get("eval_every") == 2 else [1, 2])
+    # the precision training ran in, as `--precision` resolved it on this machine
+    expected = precision_name(autocast_dtype(small_cfg(**options).precision, torch.device("cpu")))
+    assert {r["train_precision"] for r in records} == {expected}
+    assert options.get("precision") != "fp32" or expected == "fp32"
 
 
 def test_defaults_follow_model_and_data():

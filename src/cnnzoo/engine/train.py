@@ -27,7 +27,7 @@ from ..models import count_params, create_model, model_info
 from .checkpoint import load_state_dict_checked, load_training_state, read_meta
 from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
-from .distributed import DistEnv, cleanup_distributed, setup_distributed
+from .distributed import DistEnv, all_reduce_sum, cleanup_distributed, setup_distributed
 from .evaluate import EVAL_BATCH, evaluate_model
 from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
@@ -393,7 +393,12 @@ def fit(
     amp = autocast_dtype(cfg.precision, device)
     eval_amp = autocast_dtype(cfg.eval_precision, device)
     # how every reported figure was computed, so `evaluate` and `predict` reproduce it exactly
-    ctx.meta = {**ctx.meta, "eval_precision": precision_name(eval_amp), "channels_last": cfg.channels_last}
+    ctx.meta = {
+        **ctx.meta,
+        "train_precision": precision_name(amp),  # what `--precision auto` resolved to on this machine
+        "eval_precision": precision_name(eval_amp),
+        "channels_last": cfg.channels_last,
+    }
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     start = time.perf_counter()
     history = log.records()
@@ -410,7 +415,12 @@ def fit(
             )
             eval_model = ema.module if ema else model
             state.epoch, state.batch = state.epoch + 1, 0
-            record = {"epoch": state.epoch, **train_stats, "lr": optimizer.param_groups[-1]["lr"]}
+            record = {
+                "epoch": state.epoch,
+                **train_stats,
+                "train_precision": precision_name(amp),
+                "lr": optimizer.param_groups[-1]["lr"],
+            }
             if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
                 metrics = evaluate_model(eval_model, test_loader, amp=eval_amp, tta=cfg.tta)
                 record.update(
@@ -572,10 +582,15 @@ def _train_epoch(
                 checkpoint()
         bar.update(1)
     bar.close()
+    # every rank's images, not only rank 0's shard (one all-reduce per epoch; a no-op in one process)
+    loss_sum, correct, seen = all_reduce_sum(
+        torch.stack([loss_sum, correct, loss_sum.new_tensor(seen)])
+    ).tolist()
     seen = max(seen, 1)
     return {
-        "train_loss": loss_sum.item() / seen,
-        "train_acc": 100 * correct.item() / seen,
+        "train_loss": loss_sum / seen,
+        "train_acc": 100 * correct / seen,
+        "train_images": int(seen),
         "images_per_s": round(seen / max(1e-9, time.perf_counter() - start), 1),
         "train_time": round(time.perf_counter() - start, 3),
     }
