@@ -317,3 +317,83 @@ def test_ctrl_c_while_starting_up_is_no_traceback(delay, tmp_path):
     assert "Traceback" not in err, err[-2000:]
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert err.strip().endswith("cnnzoo: interrupted") or "continue with: cnnzoo train --resume" in out
+
+
+def test_ctrl_c_ignored_by_the_parent_stays_ignored_while_torch_loads(tmp_path):
+    """`cnnzoo train ... &` in a script starts with SIGINT ignored; a Ctrl-C meant for the script must not
+    stop it while torch loads (the deferral used to turn it into 'interrupted'). A stand-in torch module
+    sends the SIGINT during its import, so the test does not depend on timing."""
+    (tmp_path / "torch.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+    script = (
+        "import signal, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from cnnzoo.cli import _import_torch_deferring_ctrl_c\n"
+        "signal.signal(signal.SIGINT, signal.{})\n"
+        "try:\n"
+        "    _import_torch_deferring_ctrl_c()\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    # ignored: stays ignored (exit 0); Python's default handler: held back, then raised (exit 130)
+    for handler, code in (("SIG_IGN", 0), ("default_int_handler", 130)):
+        r = subprocess.run(
+            [sys.executable, "-c", script.format(handler)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == code, (handler, r.stderr[-2000:])
+
+
+def test_cnnzoo_warnings_are_one_line():
+    """A warning of cnnzoo's own (corrupt images skipped) is printed as `cnnzoo: warning: ...`, without
+    Python's file name and source line; other libraries' warnings keep their form."""
+    import cnnzoo.cli as cli
+    import cnnzoo.data.sources as sources
+
+    fmt = cli._one_line_warnings()
+    line = fmt(UserWarning("skipped 1 unreadable image file(s)"), UserWarning, sources.__file__, 182, "x")
+    assert line == "cnnzoo: warning: skipped 1 unreadable image file(s)\n"
+    other = fmt(UserWarning("theirs"), UserWarning, "/usr/lib/python3/dist-packages/x.py", 3, "x()")
+    assert other.startswith("/usr/lib/python3/dist-packages/x.py:3: UserWarning: theirs")
+
+
+def test_unknown_fields_of_a_config_are_named(run, tmp_path, capsys):
+    from cnnzoo.engine.config import load_config
+
+    config = json.loads((run / "config.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**config, "epoch": 20}))  # a typo for "epochs"
+    assert load_config(tmp_path / "c.json").epochs == config["epochs"]
+    err = capsys.readouterr().err
+    assert f"cnnzoo: {tmp_path / 'c.json'}: ignored 'epoch': not a training option" in err
+    load_config(run / "config.json")
+    assert capsys.readouterr().err == ""
+
+
+# --- explain --out ------------------------------------------------------------------------------
+
+
+def test_explain_out_in_the_way_or_read_only(run, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    args = ["explain", str(run), "--method", "filters"]
+    assert main([*args, "--out", str(tmp_path / "file")]) == 2  # was 'File exists', exit 1
+    assert f"--out {tmp_path / 'file'} is a file, not a folder" in one_line_error(capsys)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_explain_read_only_out(read_only, run_read_only):
+    line = assert_one_line(
+        run_read_only(["explain", str(read_only / "run"), "--method", "filters", "--out", str(read_only)])
+    )
+    assert f"cannot write in {read_only} (--out): Permission denied" in line
+
+
+def test_explain_class_names_stay_inside_out(tmp_path, capsys):
+    """fashion-mnist's class 'T-shirt/top' made a sub-folder 'x-saliency-T-shirt'; a checkpoint's class
+    '../x' would have written outside --out."""
+    from cnnzoo.explain.files import file_part
+
+    image = tmp_path / "shirt.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    out = tmp_path / "out"
+    args = ["explain", "lenet5:fashion-mnist", str(image), "--method", "saliency", "--target", "T-shirt/top"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["shirt-saliency-T-shirt_top.png"]
+    assert file_part("../../etc/x") == "etc_x" and file_part("..") == "class" and file_part("7") == "7"

@@ -338,10 +338,12 @@ EXPLAIN_METHODS = ("featuremaps", "filters", "gradcam", "saliency")  # cnnzoo.ex
 
 
 def cmd_explain(args) -> int:
+    from .engine.runfolder import output_folder
     from .explain import explain_images
     from .inference import load
 
     predictor = load(args.source, device=args.device)
+    output_folder(args.out, "--out")  # a file in the way or a read-only folder: one line, before the maps
     written = explain_images(
         predictor, args.images, args.method, args.out, layer=args.layer, target=args.target
     )
@@ -606,6 +608,10 @@ def _import_torch_deferring_ctrl_c() -> None:
 
     if threading.current_thread() is not threading.main_thread() or "torch" in sys.modules:
         return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring Ctrl-C (`cnnzoo ... &`): keep it
+        import torch  # noqa: F401
+
+        return
     pressed = []
     previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
     try:
@@ -616,7 +622,28 @@ def _import_torch_deferring_ctrl_c() -> None:
         raise KeyboardInterrupt
 
 
+def _one_line_warnings():
+    """A warning cnnzoo itself gives (corrupt images skipped, ...) as one `cnnzoo: warning:` line, without
+    Python's file name and source line; other libraries' warnings keep their usual form."""
+    import warnings
+    from pathlib import Path
+
+    package = str(Path(__file__).parent)
+    default = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if str(filename).startswith(package):
+            return f"cnnzoo: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    return formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warnings()
     try:
         _import_torch_deferring_ctrl_c()
         parser = build_parser()
@@ -632,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"cnnzoo: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -332,3 +332,19 @@ def test_mid_epoch_checkpoint_loses_minutes_not_an_epoch(tmp_path, monkeypatch):
     assert resumed.epochs_run == 1
     assert_same_weights(tmp_path / "straight", tmp_path / "killed")
     assert resumed.final_acc == pytest.approx(straight.final_acc, abs=0.02)
+
+
+def test_a_fine_tuning_run_is_refused_without_suggesting_resume(one_epoch_run, tmp_path, capsys):
+    """--resume continues training runs only: the refusal of a fine-tuning run's folder must not offer it,
+    and names the run by its source (its recorded model is a placeholder)."""
+    ft = tmp_path / "ft"
+    args = ["finetune", "--from", str(one_epoch_run), "--data", "digits", "--samples-per-class", "5",
+            "--epochs", "1", "--quiet", "--out", str(ft)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    line = one_line_error(capsys)
+    assert (
+        f"{ft} already holds a run (a fine-tuning of {one_epoch_run} on digits, 1 of 1 epochs done)" in line
+    )
+    assert "--resume" not in line and "--overwrite" in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -207,6 +208,14 @@ def load_config(path: str | Path) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise CnnzooError(f"{path} is not valid JSON ({e})") from None
     try:
-        return TrainConfig.from_dict(data)
+        cfg = TrainConfig.from_dict(data)
     except CnnzooError as e:
         raise CnnzooError(f"{path}: {e}") from None
+    unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)})
+    if unknown:  # a typo ("epoch": 20) would otherwise train with the default, without a word
+        names = ", ".join(repr(k) for k in unknown)
+        print(
+            f"cnnzoo: {path}: ignored {names}: not a training option (see `cnnzoo train --help`)",
+            file=sys.stderr,
+        )
+    return cfg

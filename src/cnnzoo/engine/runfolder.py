@@ -139,8 +139,12 @@ def describe_run(run_dir: Path) -> str:
     words = []
     try:
         config = json.loads((run_dir / "config.json").read_text())
+        finetune = config.get("finetune") if isinstance(config, dict) else None
         config = config.get("train", config) if isinstance(config, dict) else {}
-        words.append(f"{config.get('model', '?')} on {config.get('data', '?')}")
+        if isinstance(finetune, dict):  # its train.model is a placeholder: the source names the model
+            words.append(f"a fine-tuning of {finetune.get('source', '?')} on {config.get('data', '?')}")
+        else:
+            words.append(f"{config.get('model', '?')} on {config.get('data', '?')}")
         total = config.get("epochs")
     except (OSError, ValueError, AttributeError):
         total = None
@@ -192,9 +196,12 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
             existing = _run_files(run_dir)
             trained = [p for p in existing if p.name != "config.json"]
             if trained and not self.overwrite:
+                recorded = _read_json(run_dir / "config.json")
+                resumable = not (isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict))
+                resume = f"continue it with `cnnzoo train --resume {run_dir}`, " if resumable else ""
                 raise CnnzooError(
-                    f"{run_dir} already holds a run ({describe_run(run_dir)}): continue it with "
-                    f"`cnnzoo train --resume {run_dir}`, replace it with --overwrite, or choose another {self.flag}"
+                    f"{run_dir} already holds a run ({describe_run(run_dir)}): {resume}replace it with "
+                    f"--overwrite, or choose another {self.flag}"
                 )
             what = describe_run(run_dir) if existing else ""
             for p in existing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def class_index(classes: Sequence[str], target: str | int | None) -> int | None:
     if text.isdigit() and int(text) < len(classes):
         return int(text)
     raise CnnzooError(f"unknown class {text!r}: the model's classes are {', '.join(classes)}")
+
+
+def file_part(name: str) -> str:
+    """A class name as part of a file name: fashion-mnist's "T-shirt/top" (or a checkpoint's "../x") would
+    otherwise make a sub-folder, or a path outside --out."""
+    return re.sub(r"[^\w+-]+", "_", str(name)).strip("_") or "class"
 
 
 def _stems(images: Sequence) -> list[str]:
@@ -67,12 +74,12 @@ def explain_images(
                 written.append(save_png(map_grid(lm.maps[0]), path, min_side=MIN_SIDE))
         elif method == "gradcam":
             cam = gradcam(model, x, target=t, layer=layer)
-            name = predictor.classes[cam.target[0]]
+            name = file_part(predictor.classes[cam.target[0]])
             path = out / f"{stem}-gradcam-{name}.png"
             written.append(save_png(overlay(seen, cam.maps[0]), path, min_side=MIN_SIDE))
         else:
             sal = saliency(model, x, target=t)
-            name = predictor.classes[sal.target[0]]
+            name = file_part(predictor.classes[sal.target[0]])
             path = out / f"{stem}-saliency-{name}.png"
             written.append(save_png(colorize(sal.maps[0], scaled=True), path, min_side=MIN_SIDE))
     return written
