@@ -14,7 +14,7 @@ from PIL import Image
 import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.data import load_dataset
-from cnnzoo.inference.framing import FRAMINGS, frame_image
+from cnnzoo.inference.framing import FRAMINGS, frame_image, unchanged_if_framed
 
 N = 400
 
@@ -51,6 +51,17 @@ def test_mnist_test_images_are_left_exactly_as_they_are(mnist, predictor):
     untouched = [frame_image(a, FRAMINGS["mnist"]) for a in images]
     assert all(f.note.startswith("already framed") for f in untouched)
     assert all(np.array_equal(f.pixels, a) for f, a in zip(untouched, images, strict=True))
+
+
+def test_every_mnist_image_counts_as_framed():
+    """All 70,000, with the server's quick check: among them 10 digits of faint strokes (test image 7921)
+    whose ink above INK_LEVEL spans only 14 px, though every pixel's box is 20 px as MNIST made it."""
+    splits = load_dataset("mnist")
+    for split in (splits.train, splits.test):
+        for a in split.images.numpy().reshape(-1, 28, 28):
+            assert unchanged_if_framed(Image.fromarray(a), FRAMINGS["mnist"]) is not None
+    faint = splits.test.images[7921].numpy().reshape(28, 28)
+    assert frame_image(faint, FRAMINGS["mnist"]).note.startswith("already framed")
 
 
 def test_goals_inverted_enlarged_and_off_centre(mnist, predictor):
