@@ -263,6 +263,8 @@ def test_predict_reads_16_bit_like_8_bit_and_refuses_a_bomb(run, tmp_path, capsy
         (["train", "lenet5", "--momentum", "-0.5"], "momentum must be 0 or more, got -0.5"),
         (["train", "lenet5", "--weight-decay", "-1"], "weight decay must be 0 or more, got -1.0"),
         (["train", "lenet5", "--checkpoint-minutes", "-1"], "checkpoint minutes must be 0 (off) or more"),
+        (["train", "lenet5", "--momentum", "inf"], "momentum must be a finite number, got inf"),
+        (["train", "lenet5", "--weight-decay", "nan"], "weight decay must be a finite number, got nan"),
     ],
 )
 def test_bad_numbers_are_one_line(args, message, capsys, tmp_path):

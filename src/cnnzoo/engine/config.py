@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -81,6 +82,10 @@ class TrainConfig:
     model_kwargs: dict = option({}, "keyword arguments of the model's builder", cli=False)
 
     def __post_init__(self):
+        for f in fields(self):  # inf and nan pass the comparisons below (nan fails them all silently)
+            value = getattr(self, f.name)
+            if f.type == "float" and not math.isfinite(value):
+                raise CnnzooError(f"{f.name.replace('_', ' ')} must be a finite number, got {value}")
         checks = [
             (bool(self.model), "name a model to train"),
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
@@ -97,8 +102,8 @@ class TrainConfig:
             (self.eval_precision in PRECISIONS, f"eval precision must be one of {', '.join(PRECISIONS)}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.image_size >= 0, f"image size must be positive, got {self.image_size}"),
-            (self.train_subset >= 0, f"train subset must be positive, got {self.train_subset}"),
+            (self.image_size >= 0, f"image size must be 0 (the model's own) or more, got {self.image_size}"),
+            (self.train_subset >= 0, f"train subset must be 0 (all) or more, got {self.train_subset}"),
             (
                 self.checkpoint_minutes >= 0,
                 f"checkpoint minutes must be 0 (off) or more, got {self.checkpoint_minutes}",
