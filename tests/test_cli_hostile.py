@@ -11,8 +11,10 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -163,6 +165,30 @@ def test_evaluate_a_checkpoint_missing_a_key(run, tmp_path, capsys):
     assert "best.json: checkpoint config lacks 'image_size'" in one_line_error(capsys)
     assert main(["predict", str(broken), "x.png"]) == 2
     assert "lacks 'image_size'" in one_line_error(capsys)
+
+
+def test_evaluate_on_other_classes_of_the_same_count_says_so(run, tmp_path, capsys):
+    """A digit model scored on Fashion-MNIST prints its figure, and a line that the classes differ."""
+    plot = str(tmp_path / "confusion.png")
+    assert main(["evaluate", str(run), "--data", "fashion-mnist", "--confusion-png", plot]) == 0
+    err = capsys.readouterr().err
+    assert "the checkpoint's classes are not fashion-mnist's (class 0: '0' vs 'T-shirt/top')" in err
+    assert main(["evaluate", str(run), "--data", "digits", "--confusion-png", plot]) == 0
+    assert "classes are not" not in capsys.readouterr().err  # the same digits, the same names
+
+
+def test_a_fifo_as_output_is_written_into_not_replaced(run, tmp_path):
+    """`--confusion-png /dev/null` (as root) had renamed a regular file onto the device; a fifo stands in
+    for it here, so that a regression cannot break the machine's /dev/null."""
+    fifo = tmp_path / "plot.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert main(["evaluate", str(run), "--confusion-png", str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the fifo, not a file renamed onto it
+    assert received and received[0].startswith(b"\x89PNG")
 
 
 def test_an_os_error_anywhere_is_one_line(monkeypatch, capsys):

@@ -30,7 +30,9 @@ import pickletools
 import re
 import secrets
 import shutil
+import stat
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,9 +91,11 @@ def describe_os_error(e: BaseException) -> str:
 
 
 def _temp_beside(path: Path) -> str:
-    """A new hidden file next to `path`, created with the user's umask (mkstemp's would be 0600)."""
+    """A new hidden file next to `path`, created with the user's umask (mkstemp's would be 0600); for a
+    device or fifo (whose folder, /dev, may not be writable) in the temporary folder."""
+    folder = Path(tempfile.gettempdir()) if _is_special(path) else path.parent
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"
+        tmp = folder / f".{path.name}.{secrets.token_hex(4)}"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return str(tmp)
@@ -165,7 +169,11 @@ def write_files(
             before_replace()
         for tmp, path in temps:
             try:
-                os.replace(tmp, path)
+                if _is_special(path):  # /dev/null, a fifo: its bytes go into it; the file is never replaced
+                    with open(tmp, "rb") as src, open(path, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                else:
+                    os.replace(tmp, path)
             except OSError as e:
                 raise _cannot_write(path, e) from None
         for folder in {path.parent for _, path in temps}:
@@ -174,6 +182,15 @@ def write_files(
         for tmp, _ in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _is_special(path: Path) -> bool:
+    """A device, fifo or socket (as root, renaming onto /dev/null would replace the device itself)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:

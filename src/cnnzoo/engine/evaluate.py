@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnzooError
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint
+from .checkpoint import Checkpoint, atomic_write, load_checkpoint, note
 
 __all__ = ["EVAL_BATCH", "evaluate_model", "evaluate_checkpoint", "plot_confusion", "format_confusion"]
 
@@ -114,11 +114,20 @@ def evaluate_checkpoint(
 
 
 def check_classes_match(meta: dict, info) -> None:
-    """A checkpoint evaluates only on data with its class count (channels are adapted by the loader)."""
+    """A checkpoint evaluates only on data with its class count (channels are adapted by the loader); other
+    class names are said, not refused (scikit-learn's digits are MNIST's classes under the same names, but
+    a digit model scored on Fashion-MNIST would otherwise print a figure under the wrong names)."""
     if len(meta["classes"]) != info.num_classes:
         raise CnnzooError(
             f"the checkpoint has {len(meta['classes'])} classes but {info.name} has {info.num_classes}: "
             "evaluate it on the dataset it was trained for"
+        )
+    ours, theirs = [str(c) for c in meta["classes"]], [str(c) for c in info.classes]
+    if ours != theirs:
+        differ = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+        note(
+            f"the checkpoint's classes are not {info.name}'s (class {differ}: {ours[differ]!r} vs "
+            f"{theirs[differ]!r}): the figures count label indices, scored as if they were the same classes"
         )
 
 
