@@ -46,16 +46,37 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
 
 
 class ModelEma:
-    """Exponential moving average of a model's weights (buffers copied as they are)."""
+    """Exponential moving average of a model's weights and floating-point buffers (integer buffers, such as
+    BatchNorm's batch counter, copied as they are).
+
+    With the `step` count, `update` weights each step's model by (1 - decay) / (1 - decay^step), Adam's bias
+    correction: the average is then of the models seen so far only (the first update copies the model), not
+    pulled towards the initial weights. Without it a short run (16 steps at decay 0.98) would evaluate
+    weights 72% of which are the random initialisation."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Fold `model` into the average; `step` (1 for the first update) applies the bias correction."""
+        weight = 1 - self.decay if step is None else (1 - self.decay) / (1 - self.decay**step)
+        # One foreach lerp over every float tensor: LeNet-5 (one thread) 74 us a step, against 140 us for
+        # a lerp per tensor over two state_dicts (the lerp itself is 13 us; listing the tensors the rest).
+        averaged, current, counters = [], [], []
+        for ema_v, v in zip(_tensors(self.module), _tensors(model), strict=True):
             if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1 - self.decay)
+                averaged.append(ema_v)
+                current.append(v.detach())
             else:
-                ema_v.copy_(v)
+                counters.append((ema_v, v))
+        if averaged:
+            torch._foreach_lerp_(averaged, current, weight)
+        for ema_v, v in counters:
+            ema_v.copy_(v)
+
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters then buffers, in registration order (a deep copy lists its own in the same order)."""
+    return [*model.parameters(), *model.buffers()]

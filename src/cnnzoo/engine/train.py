@@ -563,7 +563,7 @@ def _train_epoch(
             scaler.update()
         scheduler.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step=state.step + 1)
         state.batch, state.step = i + 1, state.step + 1
         logits = out[0] if isinstance(out, tuple) else out
         loss_sum += loss.detach() * len(y)
