@@ -469,7 +469,8 @@ def write_report(results: dict, out: Path) -> Path:
                 f"`{key}`",
                 f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}"
                 + (f", gradient norm clipped at {cfg['grad_clip']:g}" if cfg.get("grad_clip") else "")
-                + (f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else ""),
+                + (f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "")
+                + (f", weights averaged (ema {cfg['ema']:g})" if cfg.get("ema") else ""),
                 pm(errs),
                 ", ".join(f"{e:.2f}" for e in errs),
                 f"{paper}%",
