@@ -200,7 +200,8 @@ def cmd_evaluate(args) -> int:
         precision=args.precision,
         tta=args.tta,
     )
-    safe = args.data.replace(":", "_").replace("/", "_").replace("\\", "_")
+    data = args.data or ckpt.meta["dataset"]  # evaluate_checkpoint refused a checkpoint without one
+    safe = data.replace(":", "_").replace("/", "_").replace("\\", "_")
     png = explicit or ckpt.path.parent / f"confusion-{safe}.png"
     if not explicit and is_pretrained_name(args.checkpoint):  # never into the installed package's folder
         png = None
@@ -217,7 +218,7 @@ def cmd_evaluate(args) -> int:
         return 0
     top5 = f", top-5 {metrics['top5']:.2f}%" if metrics["top5"] is not None else ""
     print(
-        f"{ckpt.meta['model']} on {args.data} ({metrics['images']:,} test images): "
+        f"{ckpt.meta['model']} on {data} ({metrics['images']:,} test images): "
         f"accuracy {metrics['accuracy']:.2f}%{top5}, loss {metrics['loss']:.4f}"
     )
     print(
@@ -438,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint", help="a run folder, a .safetensors checkpoint or bundled weights (lenet5:mnist)"
     )
-    p.add_argument("--data", default="mnist", help="dataset whose test split to use (default mnist)")
+    p.add_argument(
+        "--data", help="dataset whose test split to use (default: the one the checkpoint was trained on)"
+    )
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)

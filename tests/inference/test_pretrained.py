@@ -126,3 +126,10 @@ def test_cli_evaluate_takes_a_bundled_name(tmp_path, capsys):
     assert main(["evaluate", "lenet5:mnist", "--data", "mnist", "--confusion-png", str(png)]) == 0
     acc = pretrained.pretrained_entry("lenet5:mnist").accuracy
     assert png.is_file() and f"accuracy {acc:.2f}%" in capsys.readouterr().out
+
+
+def test_evaluate_defaults_to_the_data_the_checkpoint_was_trained_on(capsys):
+    """No --data: the checkpoint's own dataset (it used to be MNIST whatever the model had learned)."""
+    assert main(["evaluate", "lenet5:fashion-mnist"]) == 0
+    acc = pretrained.pretrained_entry("lenet5:fashion-mnist").accuracy
+    assert f"lenet5 on fashion-mnist (10,000 test images): accuracy {acc:.2f}%" in capsys.readouterr().out

@@ -71,7 +71,7 @@ def evaluate_model(
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    data: str,
+    data: str | None = None,
     *,
     data_dir: str | None = None,
     device: str = "auto",
@@ -81,7 +81,8 @@ def evaluate_checkpoint(
     """Metrics of a run, checkpoint or bundled name (`lenet5:mnist`) on `data`'s test split, prepared exactly as
     the run prepared it.
 
-    `precision` defaults to the one the run evaluated with (recorded in the checkpoint; fp32 for older runs).
+    `data` defaults to the dataset the checkpoint was trained on; `precision` to the one the run evaluated
+    with (recorded in the checkpoint; fp32 for older runs).
     """
     from ..data import load_dataset
     from ..inference.pretrained import is_pretrained_name, pretrained_checkpoint
@@ -91,6 +92,9 @@ def evaluate_checkpoint(
     if is_pretrained_name(str(checkpoint)):  # bundled weights, e.g. "lenet5:mnist" (SHA-256 checked)
         checkpoint = pretrained_checkpoint(str(checkpoint))
     ckpt = load_checkpoint(checkpoint, dev)
+    data = data or ckpt.meta.get("dataset")
+    if not data:
+        raise CnnzooError(f"{checkpoint} does not record the dataset it was trained on: name one with --data")
     splits = load_dataset(data, data_dir=data_dir)
     check_classes_match(ckpt.meta, splits.info)
     meta = ckpt.meta
