@@ -143,6 +143,7 @@ def train_overrides(args) -> dict:
 def cmd_train(args) -> int:
     from .engine import train
     from .engine.config import default_config, load_config
+    from .engine.runfolder import count
 
     if args.resume:
         if args.config or args.overwrite:
@@ -172,14 +173,14 @@ def cmd_train(args) -> int:
         return 130
     if result.already_finished:
         print(
-            f"{result.run_dir} is already finished: {result.epochs_run} epochs, test accuracy {result.final_acc:.2f}% "
+            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy {result.final_acc:.2f}% "
             f"(best {result.best_acc:.2f}%); nothing to resume. To train it further: "
             f"cnnzoo train --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
         )
         return 0
     if result.is_main:  # under torchrun, rank 0 speaks for all
         print(
-            f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {result.epochs_run} epochs "
+            f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {count(result.epochs_run, 'epoch')} "
             f"in {result.seconds:.1f} s; run folder {result.run_dir}"
         )
     return 0

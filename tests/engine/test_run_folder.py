@@ -287,7 +287,7 @@ def test_finished_run_says_so_and_epochs_extend_it(one_epoch_run, capsys):
     run = one_epoch_run
     assert main(["train", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"{run} is already finished: 1 epochs" in out and "--epochs N" in out
+    assert f"{run} is already finished: 1 epoch, " in out and "--epochs N" in out
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"extending the finished run {run} to 2 epochs (recorded: 1; 1 done)" in err

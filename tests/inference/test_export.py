@@ -8,6 +8,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.cli import main
+from cnnzoo.engine import TrainConfig
 from cnnzoo.inference import export
 from cnnzoo.inference.pretrained import pretrained_checkpoint
 
@@ -74,6 +75,21 @@ def test_from_a_checkpoint_one_format(tmp_path):
         "model.safetensors",
     ]
     assert report.parity == [] and "round trip" in report.checks[0]
+
+
+def test_the_card_says_when_a_run_trained_on_a_subset(tmp_path):
+    """The recipe line names what changes what was learned (a 3,000-image run is not a full one)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(pretrained_checkpoint("lenet5:fashion-mnist").with_suffix(suffix), run / f"best{suffix}")
+    recipe = TrainConfig(model="lenet5", data="fashion-mnist", train_subset=3000, label_smoothing=0.1)
+    (run / "config.json").write_text(json.dumps(recipe.to_dict()))
+    export.export_model(run, tmp_path / "out", "safetensors")
+    line = next(
+        x for x in (tmp_path / "out" / "README.md").read_text().splitlines() if x.startswith("- recipe:")
+    )
+    assert "train_subset 3000" in line and "label_smoothing 0.1" in line and "grad_clip" not in line
 
 
 @pytest.mark.parametrize(

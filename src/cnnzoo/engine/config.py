@@ -77,7 +77,8 @@ class TrainConfig:
     download: bool = option(False, "fetch a downloadable dataset (kmnist, cifar10, cifar100) if missing")
     train_subset: int = option(0, "train on N training images drawn at random (0 = all)", positive=True)
     checkpoint_minutes: float = option(
-        5.0, "also save `last` mid-epoch every N minutes, so a kill loses minutes, not an epoch (0 = off)"
+        5.0,
+        "also save `last` mid-epoch every N minutes, so a kill loses minutes, not an epoch (default 5; 0 = off)",
     )
     model_kwargs: dict = option({}, "keyword arguments of the model's builder", cli=False)
 

@@ -48,6 +48,11 @@ RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes")
 _HELD: set[int] = set()  # descriptors of the locks this process holds
 
 
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _drop_locks_in_child() -> None:
     """A forked child (a DataLoader worker) closes its copies of the lock descriptors: a flock lasts while
     any copy is open, so a worker that outlives the run would otherwise keep the folder locked."""
@@ -333,7 +338,7 @@ def plan_resume(
         in_epoch = bool(meta.get("batch"))
         if "epochs" in changed and new_cfg.epochs < plan.epochs_done + in_epoch:
             raise CnnzooError(
-                f"--epochs {new_cfg.epochs}: {run_dir} has already trained {plan.epochs_done} epochs"
+                f"--epochs {new_cfg.epochs}: {run_dir} has already trained {count(plan.epochs_done, 'epoch')}"
                 f"{' and part of the next' if in_epoch else ''}; give more to extend it"
             )
         plan.finished = plan.epochs_done >= new_cfg.epochs

@@ -413,7 +413,10 @@ def model_card(config: dict, report: ExportReport, formats: list[str], prov: dic
     if prov.get("recipe"):
         r = prov["recipe"]
         keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "augment", "seed")
-        lines.append("- recipe: " + ", ".join(f"{k} {r[k]}" for k in keys if k in r))
+        # the options that change what was learned, when they are on (a subset is not a full run)
+        extras = ("train_subset", "label_smoothing", "grad_clip", "ema")
+        shown = [f"{k} {r[k]}" for k in keys if k in r] + [f"{k} {r[k]}" for k in extras if r.get(k)]
+        lines.append("- recipe: " + ", ".join(shown))
     lines += ["", "## Parity", ""]
     if report.parity:
         lines.append(
