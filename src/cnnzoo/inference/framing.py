@@ -127,10 +127,20 @@ _TURNED = frozenset(range(2, 9))
 
 
 def _ink_box(ink: np.ndarray, peak: float) -> tuple[tuple[int, int], tuple[int, int]]:
-    mask = ink > INK_LEVEL * peak
-    r = np.flatnonzero(mask.any(1))
-    c = np.flatnonzero(mask.any(0))
-    return (int(r[0]), int(r[-1])), (int(c[0]), int(c[-1]))
+    """(first, last) row and column holding a pixel above the ink level."""
+    row_peak, col_peak = ink.max(1), ink.max(0)
+    return _span(row_peak, INK_LEVEL * peak), _span(col_peak, INK_LEVEL * peak)
+
+
+def _span(peaks: np.ndarray, level: float) -> tuple[int, int]:
+    """The first and last index whose peak is above `level`."""
+    idx = np.flatnonzero(peaks > level)
+    return int(idx[0]), int(idx[-1])
+
+
+def _side(rows: tuple[int, int], cols: tuple[int, int]) -> int:
+    """The longest side of the box spanning `rows` x `cols`."""
+    return max(rows[1] - rows[0], cols[1] - cols[0]) + 1
 
 
 def _already_framed(gray: np.ndarray, background: float, framing: Framing) -> bool:
@@ -142,13 +152,10 @@ def _already_framed(gray: np.ndarray, background: float, framing: Framing) -> bo
     peak = float(ink.max())
     if peak <= 0:
         return True
-    rows, cols = _ink_box(ink, peak)
-    any_ink = _box_side(np.flatnonzero(ink.max(1) > 0), np.flatnonzero(ink.max(0) > 0))
+    row_peak, col_peak = ink.max(1), ink.max(0)
+    rows, cols = _span(row_peak, INK_LEVEL * peak), _span(col_peak, INK_LEVEL * peak)
+    any_ink = _side(_span(row_peak, 0), _span(col_peak, 0))
     return _sized_and_centred(rows, cols, any_ink, lambda: _centre(ink, rows, cols, framing.centre), framing)
-
-
-def _box_side(r: np.ndarray, c: np.ndarray) -> int:
-    return int(max(r[-1] - r[0], c[-1] - c[0]) + 1)
 
 
 def _sized_and_centred(
@@ -157,7 +164,7 @@ def _sized_and_centred(
     """The rest of `_already_framed`, once the ink's box is known: its size, then `centre()`'s place.
     `any_ink`: the side of the box of every pixel above the background, which is what MNIST's makers fitted
     to 20 px (a digit of faint strokes has a smaller box of ink above INK_LEVEL: 10 of MNIST's 70,000)."""
-    side = max(rows[1] - rows[0], cols[1] - cols[0]) + 1
+    side = _side(rows, cols)
     if framing.centre == "box" and side > framing.canvas - 1:  # fills the frame, as those data sets do
         return True
     # MNIST: every digit's longest side is 20 and its mass at the centre; glyphs keep each font's scale and
@@ -183,10 +190,8 @@ def _already_framed_whole(pixels: np.ndarray, background: float, framing: Framin
     peak2 = int(row_peak.max())
     if peak2 <= 0:
         return True
-    r = np.flatnonzero(row_peak > INK_LEVEL * peak2)  # rows holding a pixel over the ink level
-    c = np.flatnonzero(col_peak > INK_LEVEL * peak2)
-    rows, cols = (int(r[0]), int(r[-1])), (int(c[0]), int(c[-1]))
-    any_ink = _box_side(np.flatnonzero(row_peak > 0), np.flatnonzero(col_peak > 0))
+    rows, cols = _span(row_peak, INK_LEVEL * peak2), _span(col_peak, INK_LEVEL * peak2)
+    any_ink = _side(_span(row_peak, 0), _span(col_peak, 0))
 
     def centre() -> tuple[float, float]:
         if framing.centre == "box":
