@@ -201,7 +201,7 @@ def cmd_evaluate(args) -> int:
         precision=args.precision,
         tta=args.tta,
     )
-    data = args.data or ckpt.meta["dataset"]  # evaluate_checkpoint refused a checkpoint without one
+    data = metrics["dataset"]  # --data, or the checkpoint's own
     safe = data.replace(":", "_").replace("/", "_").replace("\\", "_")
     png = explicit or ckpt.path.parent / f"confusion-{safe}.png"
     if not explicit and is_pretrained_name(args.checkpoint):  # never into the installed package's folder

@@ -79,7 +79,7 @@ def evaluate_checkpoint(
     tta: bool = False,
 ) -> tuple[dict, Checkpoint]:
     """Metrics of a run, checkpoint or bundled name (`lenet5:mnist`) on `data`'s test split, prepared exactly as
-    the run prepared it.
+    the run prepared it; `metrics["dataset"]` names the data used.
 
     `data` defaults to the dataset the checkpoint was trained on; `precision` to the one the run evaluated
     with (recorded in the checkpoint; fp32 for older runs).
@@ -114,7 +114,7 @@ def evaluate_checkpoint(
         ckpt.model.to(memory_format=torch.channels_last)
     amp = autocast_dtype(precision or meta.get("eval_precision", "fp32"), dev)
     metrics = evaluate_model(ckpt.model, test, amp=amp, tta=tta, num_classes=len(ckpt.classes))
-    return metrics, ckpt
+    return {**metrics, "dataset": data}, ckpt
 
 
 def check_classes_match(meta: dict, info) -> None:
