@@ -5,7 +5,7 @@ The pictures a new user makes of MNIST test digits: inverted (dark ink on white)
 with framing (the default) and without (`fit=False`: the picture resized to 28x28). Prints the table in
 tests/README.md. About 3 minutes on 2 cores.
 
-    python scripts/measure_framing.py [--images N]
+    python scripts/measure_framing.py [--images N] [--source RUN]   # RUN: e.g. the run `make train` wrote
 """
 
 import argparse
@@ -47,10 +47,13 @@ def accuracy(predictor, images: list[np.ndarray], labels: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000, help="test images to use (default all)")
+    parser.add_argument(
+        "--source", default="lenet5:mnist", help="a run, checkpoint or bundled name (default lenet5:mnist)"
+    )
     args = parser.parse_args()
     test = load_dataset("mnist").test
     images, labels = test.images[: args.images, 0].numpy(), test.labels[: args.images].numpy()
-    framed, raw = cnnzoo.load("lenet5:mnist"), cnnzoo.load("lenet5:mnist", fit=False)
+    framed, raw = cnnzoo.load(args.source), cnnzoo.load(args.source, fit=False)
     print(f"| pictures of {len(images):,} MNIST test digits | without framing | with framing (default) |")
     print("|---|---|---|")
     for name, pics in pictures(images).items():
