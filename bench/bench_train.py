@@ -171,7 +171,7 @@ def run_floor(cfg) -> float:
     """Seconds for one epoch of LeNet-5's own arithmetic in the recipe's batch size, precision and
     optimizer: forward, backward and step on one batch that already sits in memory, no data pipeline."""
     from cnnzoo.engine.optim import build_optimizer
-    from cnnzoo.engine.train import autocast_dtype
+    from cnnzoo.runtime import autocast_dtype
 
     amp = autocast_dtype(cfg.precision, torch.device("cpu"))
     model = cnnzoo.create_model("lenet5").train()

@@ -4,9 +4,8 @@ The names below are imported on first use (PEP 562), so `import cnnzoo` and the 
 loading PyTorch until a command needs it; a Ctrl-C while it loads is then the CLI's to handle.
 """
 
+from ._version import __version__
 from .errors import CnnzooError
-
-__version__ = "0.1.0"
 
 __all__ = ["CnnzooError", "__version__", "count_params", "create_model", "list_models", "load", "model_info"]
 

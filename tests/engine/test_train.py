@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from cnnzoo.cli import main
 from cnnzoo.data.loader import InMemoryLoader
 from cnnzoo.engine import TrainConfig, default_config, load_checkpoint, train
-from cnnzoo.engine.train import autocast_dtype, precision_name
 from cnnzoo.errors import CnnzooError
+from cnnzoo.runtime import autocast_dtype, precision_name
 
 SMALL = dict(train_subset=2000, epochs=2, batch_size=64, lr=0.1)
 

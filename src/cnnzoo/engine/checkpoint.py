@@ -22,28 +22,22 @@ A temporary left by a killed process is removed by the next run that writes the 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pickle
 import pickletools
 import re
-import secrets
 import shutil
-import stat
-import sys
-import tempfile
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._io import atomic_write, describe_os_error, note, write_files
 from ..errors import CnnzooError
 from ..models import create_model
 
@@ -67,139 +61,6 @@ _META_KEYS = {"model": str, "classes": list, "in_chans": int, "image_size": int,
 
 
 # --- writing files ------------------------------------------------------------------------------
-
-
-def _os_cause(e: BaseException) -> str | None:
-    """The strerror of the OSError behind `e`, also when a library wrapped it (torch.save raises a
-    RuntimeError whose context is the OSError; safetensors writes "os error 28" into its message)."""
-    seen = e
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return os.strerror(seen.errno)
-        seen = seen.__cause__ or seen.__context__
-    match = re.search(r"os error (\d+)", str(e))
-    return os.strerror(int(match.group(1))) if match else None
-
-
-def describe_os_error(e: BaseException) -> str:
-    """The cause of a failed file operation in a few words ("No space left on device")."""
-    cause = _os_cause(e)
-    if cause is not None:
-        return cause
-    text = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
-    return f"{type(e).__name__}: {text}"
-
-
-def _temp_beside(path: Path) -> str:
-    """A new hidden file next to `path`, created with the user's umask (mkstemp's would be 0600); for a
-    device or fifo (whose folder, /dev, may not be writable) in the temporary folder."""
-    folder = Path(tempfile.gettempdir()) if _is_special(path) else path.parent
-    while True:
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return str(tmp)
-        except FileExistsError:
-            continue
-
-
-def _umask() -> int:
-    """The process's umask (read without changing it where /proc tells; else set and restored)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync(path: str | Path, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return  # some platforms cannot open a folder; the data is written all the same
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _cannot_write(path: Path, e: BaseException) -> CnnzooError:
-    why = _os_cause(e)
-    if why is None:  # a library error with no OSError inside: a full disk is the usual reason
-        try:
-            full = shutil.disk_usage(path.parent).free < 1 << 20
-        except OSError:
-            full = False
-        why = os.strerror(errno.ENOSPC) if full else describe_os_error(e)
-    kept = f"; the previous {path.name} is intact" if path.exists() else ""
-    return CnnzooError(f"cannot write {path}: {why}{kept}")
-
-
-def write_files(
-    files: list[tuple[Path, Callable[[str], None]]], before_replace: Callable[[], None] | None = None
-) -> None:
-    """Write every `(path, write)` pair as `write(temporary)`, then rename all into place together.
-
-    Nothing is renamed until every file is complete, so a failed write leaves what was there untouched;
-    `before_replace` runs between the two phases (keeping the previous checkpoint).
-    """
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, write in files:
-            path = Path(path)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = _temp_beside(path)
-                temps.append((tmp, path))
-                write(tmp)
-                os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) make their file 0600
-                _fsync(tmp)
-            except CnnzooError:
-                raise
-            except Exception as e:  # OSError, or a library's wrapper of one
-                raise _cannot_write(path, e) from None
-        if before_replace is not None:
-            before_replace()
-        for tmp, path in temps:
-            try:
-                if _is_special(path):  # /dev/null, a fifo: its bytes go into it; the file is never replaced
-                    with open(tmp, "rb") as src, open(path, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                else:
-                    os.replace(tmp, path)
-            except OSError as e:
-                raise _cannot_write(path, e) from None
-        for folder in {path.parent for _, path in temps}:
-            _fsync(folder, directory=True)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _is_special(path: Path) -> bool:
-    """A device, fifo or socket (as root, renaming onto /dev/null would replace the device itself)."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` then rename the temporary file onto `path` (same folder, same disk)."""
-    write_files([(Path(path), write)])
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # --- saving -------------------------------------------------------------------------------------
@@ -396,11 +257,6 @@ def usable_checkpoint(weights: Path, *, state: bool = False) -> tuple[Path, str 
         where = f"epoch {meta.get('epoch', '?')}" + (f", batch {meta['batch']}" if meta.get("batch") else "")
         return previous, f"{problem}; using the previous consistent checkpoint {previous.name} ({where})"
     raise CnnzooError(problem)
-
-
-def note(message: str) -> None:
-    """A line on stderr about what cnnzoo did to a run folder (shown even with --quiet)."""
-    print(f"cnnzoo: {message}", file=sys.stderr, flush=True)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

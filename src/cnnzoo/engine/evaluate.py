@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CnnzooError
+from ..runtime import EVAL_BATCH
 from .checkpoint import Checkpoint, atomic_write, load_checkpoint, note
 
 __all__ = ["EVAL_BATCH", "evaluate_model", "evaluate_checkpoint", "plot_confusion", "format_confusion"]
-
-EVAL_BATCH = 256  # images per evaluation step, in training, `evaluate` and `predict` alike
 
 
 @torch.no_grad()
@@ -86,7 +85,8 @@ def evaluate_checkpoint(
     """
     from ..data import load_dataset
     from ..inference.pretrained import is_pretrained_name, pretrained_checkpoint
-    from .train import autocast_dtype, make_loaders, resolve_device
+    from ..runtime import autocast_dtype, resolve_device
+    from .train import make_loaders
 
     dev = resolve_device(device)
     if is_pretrained_name(str(checkpoint)):  # bundled weights, e.g. "lenet5:mnist" (SHA-256 checked)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .._io import output_file, output_folder  # noqa: F401  (re-exported until callers move)
 from ..errors import CnnzooError
 from .checkpoint import (
     PREVIOUS,
@@ -380,28 +381,3 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None  # load_config reports it properly
-
-
-def output_folder(path: str | Path, flag: str) -> Path:
-    """A folder a command will write into: created when missing; a file, or a folder that cannot be
-    written, is refused in one line before any work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CnnzooError(f"{flag} {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CnnzooError(f"cannot create {path} ({flag}): {describe_os_error(e)}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise CnnzooError(f"cannot write in {path} ({flag}): {os.strerror(13)} (the folder is read-only)")
-    return path
-
-
-def output_file(path: str | Path, flag: str) -> Path:
-    """A file a command will write: its folder is created when missing; a folder in its place, or a
-    folder that cannot be written, is refused in one line before any work."""
-    path = Path(path)
-    if path.is_dir():
-        raise CnnzooError(f"{flag} {path} is a folder: name a file")
-    output_folder(path.parent if str(path.parent) else Path("."), flag)
-    return path

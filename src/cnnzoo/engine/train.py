@@ -24,54 +24,17 @@ from tqdm import tqdm
 from ..data.base import DatasetInfo, Splits
 from ..errors import CnnzooError
 from ..models import count_params, create_model, model_info
+from ..runtime import EVAL_BATCH, autocast_dtype, precision_name, resolve_device
 from .checkpoint import load_state_dict_checked, load_training_state, read_meta
 from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum, cleanup_distributed, setup_distributed
-from .evaluate import EVAL_BATCH, evaluate_model
+from .evaluate import evaluate_model
 from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves
 
 __all__ = ["train", "fit", "resolve_device", "autocast_dtype", "make_loaders", "TrainResult", "RunContext"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise CnnzooError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnzooError(
-            "--device cuda asked for, but PyTorch sees no CUDA GPU (is a CUDA build installed?)"
-        )
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CnnzooError("--device mps asked for, but MPS is not available on this machine")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device`, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise CnnzooError(
-                "fp16 mixed precision needs a CUDA GPU; use --precision bf16 or fp32 on this device"
-            )
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    # auto: bf16 where the hardware computes it natively, fp32 elsewhere (emulated bf16 is slower)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
-        return torch.bfloat16
-    return None
 
 
 def make_loaders(
@@ -196,7 +159,7 @@ def _resolve_image_size(cfg: TrainConfig, info: DatasetInfo, quiet: bool = False
 def _check_memory(cfg: TrainConfig, splits: Splits, image_size: int, device: torch.device) -> None:
     """Refuse a dataset that, resized to `image_size`, would not fit in memory on the training device."""
     from ..data.base import ArrayDataset
-    from ..summary.probe import available_memory, format_bytes
+    from ..runtime import available_memory, format_bytes
 
     pixels = splits.info.channels * image_size * image_size
     in_memory = sum(len(s) for s in (splits.train, splits.test) if isinstance(s, ArrayDataset))
@@ -468,11 +431,6 @@ def _result(
     return TrainResult(
         ctx.run_dir, state.best_acc, final, state.epoch, seconds, history, interrupted, ctx.dist_env.is_main
     )
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """How a figure was computed, as written into metrics.jsonl: fp32, bf16 or fp16."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 class _Every:

@@ -8,7 +8,6 @@ refuse, in one line, an input that would fail or would not fit in memory, instea
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
 from ..models import create_model, model_info
+from ..runtime import available_memory, format_bytes  # noqa: F401  (re-exported until callers move)
 
 __all__ = ["InputProbe", "probe_input", "available_memory", "format_bytes"]
 
@@ -72,34 +72,3 @@ def probe_input(
     if problem is not None and side != info.input_size and _forward_on_meta(model, chans, info.input_size)[0]:
         problem = None  # the meta device cannot run this model at all: no conclusion
     return InputProbe(problem, params, chans * side * side * 4, largest)
-
-
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes that can be allocated now on `device` (CPU: MemAvailable), or None when unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            return torch.cuda.mem_get_info(device)[0]
-        except (RuntimeError, AssertionError):
-            return None
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")

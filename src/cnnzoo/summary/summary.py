@@ -371,7 +371,8 @@ def summarize_model(
 def _check_fits(name: str, side: int, chans: int, num_classes: int | None) -> None:
     """Before allocating anything: the input alone must fit in memory, the model must take the size (run on
     the meta device), and weights, input and activations together must fit; each refusal says how much."""
-    from .probe import available_memory, format_bytes, probe_input
+    from ..runtime import available_memory, format_bytes
+    from .probe import probe_input
 
     shape = f"{chans}x{side}x{side}"
     available = available_memory()

@@ -41,8 +41,8 @@ from ..data.base import Splits
 from ..data.stats import stratified_split
 from ..engine.checkpoint import read_meta, resolve_checkpoint
 from ..engine.config import TrainConfig
-from ..engine.train import resolve_device
 from ..models import create_model
+from ..runtime import resolve_device
 from .calibrate import cell_of
 from .features import extract_features, train_linear_head
 from .finetune import check_target_data, source_loaders, target_splits

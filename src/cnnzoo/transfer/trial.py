@@ -27,6 +27,7 @@ import torch
 from ..data.base import Splits
 from ..data.stats import stratified_split
 from ..errors import CnnzooError
+from ..runtime import resolve_device
 from .recipe import BATCH_SIZE, MAX_EPOCHS, MIN_STEPS, recipe_epochs
 
 __all__ = [
@@ -163,7 +164,6 @@ def race(
     `budget`: seconds for the whole race (converted to steps at the measured cost of a full step);
     None: `multiple` recipe runs' worth of steps. `min_steps`/`max_epochs`: the recipe's (the study's
     quick preset shrinks them)."""
-    from ..engine.train import resolve_device
     from .finetune import FinetuneConfig, check_target_data, finetune
     from .freeze import AUX_GROUPS, groups
     from .recipe import finetune_plan
