@@ -16,8 +16,18 @@ import torch
 
 from cnnzoo.data import sources
 from cnnzoo.data.base import Splits
+from cnnzoo.data.framing import Framing
 from cnnzoo.data.idx import write_idx
-from cnnzoo.data.sources import describe_dataset, download_file, list_datasets, load_dataset, parse_cifar
+from cnnzoo.data.sources import (
+    dataset_augment,
+    dataset_framing,
+    dataset_framings,
+    describe_dataset,
+    download_file,
+    list_datasets,
+    load_dataset,
+    parse_cifar,
+)
 from cnnzoo.errors import CnnzooError
 
 
@@ -80,6 +90,50 @@ def test_list_and_describe():
 def test_unknown_name_lists_known_and_suggests():
     with pytest.raises(CnnzooError, match=r"unknown dataset 'mnsit'.*kmnist, mnist, folder:PATH.*'mnist'\?"):
         load_dataset("mnsit")
+
+
+def test_each_entry_states_its_augmentation_and_framing():
+    # the values engine/config.py and inference/framing.py held in tables by name before the registry did
+    framings = {
+        "mnist": Framing(20, (14.0, 14.0), "mass"),
+        "fashion-mnist": Framing(27, (13.5, 13.8), "box"),
+        "digits": Framing(28, (13.5, 13.9), "box"),
+        "glyphs-digits": Framing(22, (13.5, 13.6), "box"),
+        "glyphs-latin": Framing(15, (12.5, 13.5), "box"),
+        "glyphs-cyrillic": Framing(15, (14.3, 13.5), "box"),
+        "glyphs-greek": Framing(19, (13.5, 13.6), "box"),
+    }
+    flipped = {"cifar10": "crop=4,flip", "cifar100": "crop=4,flip", "fashion-mnist": "crop=2,flip"}
+    for name in list_datasets():
+        assert dataset_augment(name) == flipped.get(name, "none"), name
+        assert dataset_framing(name) == framings.get(name), name
+    assert dataset_framings() == framings
+    assert dataset_augment("folder:/x") == "rrc,flip" and dataset_framing("folder:/x") is None
+    assert (
+        dataset_augment("nope") == "none"
+        and dataset_framing("nope") is None
+        and dataset_framing(None) is None
+    )
+
+
+def test_a_new_dataset_is_one_registry_entry():
+    """Registering a data set is one `_register(...)`: the training recipe (engine) and the framing of
+    pictures (inference) read its augmentation and framing from the entry; no table elsewhere to edit."""
+    from cnnzoo.engine.config import default_config
+    from cnnzoo.inference.framing import FRAMINGS, framing_for
+
+    framing = Framing(18, (13.0, 14.0), "box")
+    sources._register("test-letters", "a data set of this test", 28, augment="crop=2", framing=framing)(
+        lambda data_dir, download, progress: None
+    )
+    try:
+        assert "test-letters" in list_datasets()
+        assert default_config("lenet5", "test-letters").augment == "crop=2"
+        assert framing_for("test-letters") is framing and FRAMINGS["test-letters"] is framing
+    finally:
+        del sources._REGISTRY["test-letters"]
+    assert default_config("lenet5", "test-letters").augment == "none"
+    assert framing_for("test-letters") is None and "test-letters" not in FRAMINGS
 
 
 def test_image_size_is_for_folders_only():

@@ -13,6 +13,11 @@ dataset. `data_dir` replaces that sub-folder: files are looked for, and download
 temporary file in the same folder, are checked against the published MD5 and only then renamed into place,
 so an interrupted or corrupt download never looks like a finished one. Every `DatasetInfo` carries mean and
 std computed exactly from the training split.
+
+Each registry entry also carries what training and inference need to know about the images: `augment`, the
+augmentation that keeps their labels (`dataset_augment`: no mirroring of digits and characters), and
+`framing`, how the data set framed its images (`dataset_framing`; None for photos), measured on its own
+training split. A new data set is one `_register(...)` here: `default_config` and `framing_for` read these.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tqdm import tqdm
 from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
 from cnnzoo.data.cache import cache_dir
 from cnnzoo.data.folder import DEFAULT_MAX_MEMORY, load_folder
+from cnnzoo.data.framing import Framing
 from cnnzoo.data.idx import read_idx
 from cnnzoo.data.stats import channel_stats, stratified_split
 from cnnzoo.errors import CnnzooError
@@ -45,6 +51,9 @@ __all__ = [
     "list_datasets",
     "describe_dataset",
     "dataset_facts",
+    "dataset_augment",
+    "dataset_framing",
+    "dataset_framings",
     "cache_dir",
     "download_file",
     "parse_cifar",
@@ -122,16 +131,22 @@ class _Entry:
     description: str
     image_size: int
     loader: Callable[[Path | None, bool, bool], Splits]  # (data_dir, download, progress) -> Splits
+    augment: str  # the training augmentation that keeps the labels (a TrainConfig.augment value)
+    framing: Framing | None  # how the data set framed its images, for pictures given to its models
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_FOLDER_AUGMENT = "rrc,flip"  # a folder holds photos of any size and framing
 
 
-def _register(name: str, description: str, image_size: int):
+def _register(name: str, description: str, image_size: int, *, augment: str, framing: Framing | None):
+    """Add a data set: `augment` and `framing` are asked for every time, so that a new MNIST-like data set
+    cannot silently train with the wrong augmentation or predict without its framing."""
+
     def add(loader):
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = _Entry(description, image_size, loader)
+        _REGISTRY[name] = _Entry(description, image_size, loader, augment, framing)
         return loader
 
     return add
@@ -147,6 +162,27 @@ def describe_dataset(name: str) -> str:
     if name.startswith("folder:"):
         return "your images, one sub-folder per class (train/ and val/ or test/ optional)"
     return _entry(name).description
+
+
+def dataset_augment(name: str) -> str:
+    """The augmentation that preserves the labels of data set `name` ("none" for a name not registered).
+
+    The name is matched exactly, as the training recipe always has (`load_dataset` also takes other cases)."""
+    if name.startswith("folder:"):
+        return _FOLDER_AUGMENT
+    entry = _REGISTRY.get(name)
+    return entry.augment if entry is not None else "none"
+
+
+def dataset_framing(name: str | None) -> Framing | None:
+    """How data set `name` framed its images, or None for photos, folders and names not registered."""
+    entry = _REGISTRY.get(name or "")
+    return entry.framing if entry is not None else None
+
+
+def dataset_framings() -> dict[str, Framing]:
+    """Every registered data set that has a framing, with it."""
+    return {name: e.framing for name, e in _REGISTRY.items() if e.framing is not None}
 
 
 def dataset_facts(name: str, *, data_dir: str | Path | None = None, download: bool = False) -> dict:
@@ -204,7 +240,13 @@ def _entry(name: str) -> _Entry:
 # --- MNIST and its look-alikes (IDX files) -------------------------------------------------------------
 
 
-@_register("mnist", "MNIST handwritten digits, 60k/10k, 28x28 gray (vendored, always available)", 28)
+@_register(
+    "mnist",
+    "MNIST handwritten digits, 60k/10k, 28x28 gray (vendored, always available)",
+    28,
+    augment="none",  # a mirrored digit is another digit, or none
+    framing=Framing(20, (14.0, 14.0), "mass"),  # measured: every training digit 20 px, mass at (13.99, 14.00)
+)
 def _load_mnist(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     source = "MNIST database, Yann LeCun, Corinna Cortes and Christopher J.C. Burges (CC BY-SA 3.0)"
     folder = data_dir if data_dir is not None else ASSETS / "mnist"
@@ -214,7 +256,13 @@ def _load_mnist(data_dir: Path | None, download: bool, progress: bool) -> Splits
     return _idx_splits("mnist", files, DIGITS, flip=False, source=source)
 
 
-@_register("fashion-mnist", "Zalando's Fashion-MNIST, 60k/10k clothing images, 28x28 gray", 28)
+@_register(
+    "fashion-mnist",
+    "Zalando's Fashion-MNIST, 60k/10k clothing images, 28x28 gray",
+    28,
+    augment="crop=2,flip",  # clothing is mirror-symmetric
+    framing=Framing(27, (13.5, 13.8), "box"),  # median 27, box centre (13.48, 13.76)
+)
 def _load_fashion(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     source = "Fashion-MNIST, Han Xiao, Kashif Rasul and Roland Vollgraf, Zalando Research (MIT license)"
     looked = [data_dir] if data_dir is not None else [SYSTEM_FASHION_DIR, cache_dir() / "fashion-mnist"]
@@ -229,7 +277,13 @@ def _load_fashion(data_dir: Path | None, download: bool, progress: bool) -> Spli
     )
 
 
-@_register("kmnist", "Kuzushiji-MNIST, 60k/10k cursive hiragana, 28x28 gray (download)", 28)
+@_register(
+    "kmnist",
+    "Kuzushiji-MNIST, 60k/10k cursive hiragana, 28x28 gray (download)",
+    28,
+    augment="none",  # a mirrored character is another character
+    framing=None,  # not measured
+)
 def _load_kmnist(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     source = (
         "KMNIST Dataset (created by CODH), adapted from Kuzushiji Dataset (created by NIJL and others), "
@@ -295,12 +349,24 @@ def _splits(name, classes, train: tuple, test: tuple, flip: bool, source: str) -
 # --- CIFAR (binary release) ---------------------------------------------------------------------------
 
 
-@_register("cifar10", "CIFAR-10, 50k/10k photos, 32x32 RGB, 10 classes (download, 163 MB)", 32)
+@_register(
+    "cifar10",
+    "CIFAR-10, 50k/10k photos, 32x32 RGB, 10 classes (download, 163 MB)",
+    32,
+    augment="crop=4,flip",
+    framing=None,  # photos are not framed
+)
 def _load_cifar10(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     return _load_cifar("cifar10", data_dir, download, progress)
 
 
-@_register("cifar100", "CIFAR-100, 50k/10k photos, 32x32 RGB, 100 fine classes (download, 161 MB)", 32)
+@_register(
+    "cifar100",
+    "CIFAR-100, 50k/10k photos, 32x32 RGB, 100 fine classes (download, 161 MB)",
+    32,
+    augment="crop=4,flip",
+    framing=None,  # photos are not framed
+)
 def _load_cifar100(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     return _load_cifar("cifar100", data_dir, download, progress)
 
@@ -372,7 +438,11 @@ def _read_plain(path: Path) -> bytes:
 
 
 @_register(
-    "digits", "scikit-learn's 1,797 8x8 digits upscaled to 28x28 gray, split 80/20 (needs scikit-learn)", 28
+    "digits",
+    "scikit-learn's 1,797 8x8 digits upscaled to 28x28 gray, split 80/20 (needs scikit-learn)",
+    28,
+    augment="none",
+    framing=Framing(28, (13.5, 13.9), "box"),  # scikit-learn's 8x8 digits fill the frame
 )
 def _load_digits(data_dir: Path | None, download: bool, progress: bool) -> Splits:
     try:
@@ -460,10 +530,27 @@ def _glyph_loader(name: str):
     return load
 
 
-for _name, _what in (
-    ("glyphs-latin", "typed Latin letters A-Z a-z (52 classes) rendered from installed fonts, split by font"),
-    ("glyphs-cyrillic", "typed Cyrillic capitals (33 classes) rendered from installed fonts, split by font"),
-    ("glyphs-greek", "typed Greek capitals (24 classes) rendered from installed fonts, split by font"),
-    ("glyphs-digits", "typed digits 0-9 rendered from installed fonts, split by font"),
+# Typed characters: never mirrored. Framing: the median longest side of the ink, and its box centre.
+for _name, _what, _framing in (
+    (
+        "glyphs-latin",
+        "typed Latin letters A-Z a-z (52 classes) rendered from installed fonts, split by font",
+        Framing(15, (12.5, 13.5), "box"),  # median 15 (lower case is smaller), (12.47, 13.49)
+    ),
+    (
+        "glyphs-cyrillic",
+        "typed Cyrillic capitals (33 classes) rendered from installed fonts, split by font",
+        Framing(15, (14.3, 13.5), "box"),  # median 15, (14.30, 13.47)
+    ),
+    (
+        "glyphs-greek",
+        "typed Greek capitals (24 classes) rendered from installed fonts, split by font",
+        Framing(19, (13.5, 13.6), "box"),  # median 19, (13.53, 13.56)
+    ),
+    (
+        "glyphs-digits",
+        "typed digits 0-9 rendered from installed fonts, split by font",
+        Framing(22, (13.5, 13.6), "box"),  # median side 22, box centre (13.51, 13.57)
+    ),
 ):
-    _register(_name, _what, 28)(_glyph_loader(_name))
+    _register(_name, _what, 28, augment="none", framing=_framing)(_glyph_loader(_name))

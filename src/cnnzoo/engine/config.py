@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from ..data.sources import dataset_augment
 from ..errors import CnnzooError
 
 __all__ = ["TrainConfig", "default_config", "load_config"]
@@ -180,14 +181,9 @@ _FAMILY_DEFAULTS: dict[str, dict] = {
 
 
 def default_augment(data: str) -> str:
-    """Augmentation that preserves the labels of `data`: no flips for digits and characters."""
-    if data.startswith("folder:"):
-        return "rrc,flip"  # photos of any size and framing
-    if data in ("cifar10", "cifar100"):
-        return "crop=4,flip"
-    if data == "fashion-mnist":
-        return "crop=2,flip"  # clothing is mirror-symmetric
-    return "none"  # mnist, kmnist, digits, glyphs-*: a mirrored character is another character
+    """Augmentation that preserves the labels of `data`: no flips for digits and characters. Each data set's
+    registry entry states it (`cnnzoo.data.sources`); folders get random resized crops and flips."""
+    return dataset_augment(data)
 
 
 def default_config(model: str, data: str, **overrides) -> TrainConfig:

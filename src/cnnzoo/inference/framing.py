@@ -13,10 +13,11 @@ data set's makers did, in order:
 4. fit into a `box` x `box` square keeping the aspect ratio (antialiased)
 5. place in the `canvas` x `canvas` field with the centre of mass (or of the box) at `at`
 
-Each data set's framing (`FRAMINGS`) was measured on its own training images (box: the median longest side
-of the ink; `at`: the mean centre). An image that already looks framed (the canvas size, a dark background,
-the ink's size and centre where the data set puts them) is left exactly as it is, so the data set's own test
-images give the very numbers `cnnzoo evaluate` counted. `Predictor(fit=False)` / `--no-fit` turn framing off.
+Each data set's framing was measured on its own training images (box: the median longest side of the ink;
+`at`: the mean centre) and is stated by its registry entry (`framing=` in `cnnzoo.data.sources`; `FRAMINGS`
+lists them). An image that already looks framed (the canvas size, a dark background, the ink's size and
+centre where the data set puts them) is left exactly as it is, so the data set's own test images give the
+very numbers `cnnzoo evaluate` counted. `Predictor(fit=False)` / `--no-fit` turn framing off.
 
 `unchanged_if_framed` answers the common case of a server cheaply: an 8-bit grayscale image of the canvas size
 that is already framed gives its own pixels (inverted where its background is light), the same bytes
@@ -24,13 +25,15 @@ that is already framed gives its own pixels (inverted where its background is li
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..data.framing import Framing
 from ..data.image import open_image, to_l_or_rgb
+from ..data.sources import dataset_framing, dataset_framings
 
 __all__ = ["FRAMINGS", "Framing", "frame_image", "framing_for", "unchanged_if_framed"]
 
@@ -39,36 +42,29 @@ UNCHANGED = "already framed as the data set's images: unchanged"  # the note of 
 INK_LEVEL = 0.25  # a pixel is ink above this fraction of the darkest ink (after background subtraction)
 
 
-@dataclass(frozen=True)
-class Framing:
-    box: int  # the ink's longest side after fitting
-    at: tuple[float, float]  # (row, column) where the centre goes, in pixel indices of the canvas
-    centre: str = "mass"  # "mass" (MNIST's rule) or "box" (the ink's bounding box)
-    canvas: int = 28
+class _Framings(Mapping[str, Framing]):
+    """`FRAMINGS`: each registered data set's framing, read from the data registry when asked (so a data set
+    registered later is in it too). Read-only: a framing belongs in the data set's registry entry."""
 
-    def describe(self) -> str:
-        return (
-            f"cropped to the ink, fitted to {self.box}x{self.box} keeping its aspect ratio, centred by "
-            f"{'mass' if self.centre == 'mass' else 'its box'} in {self.canvas}x{self.canvas}"
-        )
+    def __getitem__(self, dataset: str) -> Framing:
+        return dataset_framings()[dataset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dataset_framings())
+
+    def __len__(self) -> int:
+        return len(dataset_framings())
+
+    def __repr__(self) -> str:
+        return repr(dataset_framings())
 
 
-FRAMINGS: dict[str, Framing] = {
-    "mnist": Framing(
-        20, (14.0, 14.0), "mass"
-    ),  # measured: every training digit 20 px, mass at (13.99, 14.00)
-    "glyphs-digits": Framing(22, (13.5, 13.6), "box"),  # median side 22, box centre (13.51, 13.57)
-    "glyphs-latin": Framing(15, (12.5, 13.5), "box"),  # median 15 (lower case is smaller), (12.47, 13.49)
-    "glyphs-cyrillic": Framing(15, (14.3, 13.5), "box"),  # median 15, (14.30, 13.47)
-    "glyphs-greek": Framing(19, (13.5, 13.6), "box"),  # median 19, (13.53, 13.56)
-    "digits": Framing(28, (13.5, 13.9), "box"),  # scikit-learn's 8x8 digits fill the frame
-    "fashion-mnist": Framing(27, (13.5, 13.8), "box"),  # median 27, box centre (13.48, 13.76)
-}
+FRAMINGS: Mapping[str, Framing] = _Framings()
 
 
 def framing_for(dataset: str | None) -> Framing | None:
     """The framing of a data set's images, or None for photos and folders (which are not framed)."""
-    return FRAMINGS.get(dataset or "")
+    return dataset_framing(dataset)
 
 
 @dataclass(frozen=True)
