@@ -132,10 +132,13 @@ class Predictor:
 
     def _preprocess(self, images: Sequence) -> tuple[Tensor, list[str]]:
         prepared = [self._prepare(im) for im in images]
-        batch = torch.stack([t for t, _ in prepared]).to(self.device)
-        x = self._normalize(batch.float())
-        x = x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
-        return x, [note for _, note in prepared]
+        return self.normalized(torch.stack([t for t, _ in prepared])), [note for _, note in prepared]
+
+    def normalized(self, batch: Tensor) -> Tensor:
+        """A (B, C, S, S) uint8 batch as `to_uint8` gives it -> the float batch the model reads: on the
+        predictor's device, normalised as in training, in the run's memory layout."""
+        x = self._normalize(batch.to(self.device).float())
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     # --- prediction ----------------------------------------------------------------------------------
 
@@ -147,6 +150,11 @@ class Predictor:
             with torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
                 out.append(self.model(x[start : start + EVAL_BATCH]).float())
         return torch.cat(out)
+
+    def logits_of_uint8(self, batch: Tensor) -> Tensor:
+        """Logits (B, classes), float32, of a (B, C, S, S) uint8 batch as `to_uint8` gives it: the one
+        normalisation, memory layout and forward pass `predict` runs (the server's path)."""
+        return self.logits(self.normalized(batch))
 
     def probabilities(self, images: Sequence) -> Tensor:
         return self.logits(self.preprocess(images)).softmax(1).cpu()

@@ -5,8 +5,10 @@ the draw-a-digit page.
     app = create_app({"lenet5-mnist": cnnzoo.load("lenet5:mnist")}, ServeSettings(max_batch_size=32))
 
 Needs the `serve` extra (`pip install 'cnnzoo[serve]'`): starlette, uvicorn, python-multipart,
-prometheus_client. `app.py` has the routes and limits, `batcher.py` the micro-batcher, `served.py` what
-one model does per request, `run.py` the command, `static/index.html` the page.
+prometheus_client. `routes.py` has the routes (a new one: a handler there and a line in `ROUTES`),
+`requests.py` the reading of a request and its limits, `app.py` the settings, the app's state, lifespan
+and errors, `observe.py` the metrics and access log per request, `batcher.py` the micro-batcher,
+`served.py` what one model does per request, `run.py` the command, `static/index.html` the page.
 """
 
 from .app import ApiError, ServeSettings, create_app

@@ -2,9 +2,10 @@
 
 Decoding is the predictor's (`Predictor.to_uint8`: the one image decoder, and for a model trained on
 MNIST-like data the framing of `cnnzoo.inference.framing`, so a drawing is cropped to the ink, fitted to
-20x20 and centred by mass in 28x28 as MNIST's digits were); normalisation is the one `Normalize`; the
-forward pass is `Predictor.logits` (under `torch.inference_mode()`). So a PNG posted to the server gets
-the class `cnnzoo predict` gives it.
+20x20 and centred by mass in 28x28 as MNIST's digits were); normalisation, memory layout and the forward
+pass are `Predictor.logits_of_uint8` (`Predictor.normalized`, then `Predictor.logits` under
+`torch.inference_mode()`), the very code `cnnzoo predict` runs. So a PNG posted to the server gets the
+class `cnnzoo predict` gives it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ..data.normalize import Normalize
 from ..errors import CnnzooError
 from ..explain import feature_maps, gradcam
 from ..explain.render import map_grid, overlay, png_bytes, upscale
@@ -65,9 +65,6 @@ class ServedModel:
             raise CnnzooError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
         self.name, self.predictor, self.executor = name, predictor, executor
         self.max_pixels = max_pixels
-        meta = predictor.meta
-        self._normalize = Normalize(meta["mean"], meta["std"], predictor.device)
-        self._channels_last = bool(meta.get("channels_last"))
         self.batcher = MicroBatcher(
             self.run_ranked,
             executor,
@@ -129,10 +126,7 @@ class ServedModel:
 
     def run_batch(self, images: Tensor) -> Tensor:
         """(B, C, S, S) uint8 -> (B, classes) probabilities, float32 on the CPU (runs on the worker)."""
-        x = self._normalize(images.to(self.predictor.device).float())
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.predictor.logits(x).softmax(1).cpu()
+        return self.predictor.logits_of_uint8(images).softmax(1).cpu()
 
     def run_ranked(self, images: Tensor) -> list[tuple[list[float], list[int]]]:
         """`run_batch`, then each row's probabilities sorted, as Python lists: sorted once per batch on
@@ -153,7 +147,7 @@ class ServedModel:
     def explain(self, image: Tensor, top_k: int) -> dict:
         """The input as the model sees it, every conv/pool layer's maps and Grad-CAM (runs on the worker)."""
         model = self.predictor.model
-        x = self._normalize(image[None].to(self.predictor.device).float())
+        x = self.predictor.normalized(image[None])  # as `cnnzoo explain` gives it to the model
         seen = image.numpy()
         layers = []
         for lm in feature_maps(model, x):

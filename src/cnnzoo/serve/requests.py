@@ -1,0 +1,135 @@
+"""Reading a request: the model it names, `?top_k`, the body within its limit, the uploaded images and
+their decoding. Plain functions of (request, settings), each raising `ApiError` with the status and the
+message the client gets (the app turns it into `{"error": ..., "status": N}`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from ..errors import CnnzooError
+from .served import ServedModel
+
+if TYPE_CHECKING:
+    from .app import ServeSettings
+
+__all__ = ["ApiError", "model_of", "top_k_of", "read_body", "uploads", "decode"]
+
+_RAW_TYPES = ("application/octet-stream",)
+_SMALL_BYTES = 64 << 10  # images up to this many bytes in all are decoded on the event loop
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status, the message and any headers (such as Retry-After)."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def model_of(request: Request) -> ServedModel:
+    """The served model the path names (`{name}`), or 404."""
+    served = request.app.state.served
+    name = request.path_params["name"]
+    if name not in served:
+        raise ApiError(404, f"unknown model {name!r} (served: {', '.join(served)})")
+    return served[name]
+
+
+def top_k_of(request: Request) -> int:
+    """`?top_k=`, 5 when absent; 400 unless a whole number of at least 1."""
+    text = request.query_params.get("top_k", "5")
+    try:
+        top_k = int(text)
+    except ValueError:
+        raise ApiError(400, f"top_k must be a whole number, got {text!r}") from None
+    if top_k < 1:
+        raise ApiError(400, f"top_k must be at least 1, got {top_k}")
+    return top_k
+
+
+async def read_body(request: Request, settings: ServeSettings) -> bytes:
+    """The body, 413 as soon as it is over `max_body_bytes` (declared or streamed)."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def uploads(request: Request, settings: ServeSettings, *, many: bool) -> list[bytes]:
+    """The image bytes of a request: a raw body (image/*, application/octet-stream) or the file parts
+    of a multipart form."""
+    ctype = request.headers.get("content-type", "")
+    kind = ctype.split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        images = await _form_files(request, settings)
+    elif kind.startswith("image/") or kind in _RAW_TYPES:
+        images = [await read_body(request, settings)]
+    else:
+        shown = repr(kind) if kind else "none"
+        raise ApiError(
+            415,
+            f"content type {shown} is not an image: send the bytes as image/png, image/jpeg, ... or "
+            "application/octet-stream, or as a file in multipart/form-data",
+        )
+    if not many and len(images) > 1:
+        raise ApiError(400, f"{len(images)} files in one request: use /predict/batch for several")
+    if len(images) > settings.max_batch_images:
+        raise ApiError(400, f"{len(images)} images: at most {settings.max_batch_images} per request")
+    for i, data in enumerate(images):
+        if not data:
+            raise ApiError(400, "empty body: send an image" if len(images) == 1 else f"file {i + 1} is empty")
+    return images
+
+
+async def _form_files(request: Request, settings: ServeSettings) -> list[bytes]:
+    """The file parts of a multipart body, read within the body limit first (the form parser is then
+    given the bytes already read, not the socket)."""
+    body = await read_body(request, settings)
+    if not body:
+        raise ApiError(400, "empty body: send an image")
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return {"type": "http.disconnect"}
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=settings.max_batch_images + 1)
+    except Exception as e:  # MultiPartException and friends: a malformed form
+        raise ApiError(400, f"malformed multipart body: {e}") from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise ApiError(400, "the multipart form has no file part: send the image as a file")
+    return [await f.read() for f in files]
+
+
+async def decode(model: ServedModel, images: list[bytes]):
+    """The images as one (B, C, S, S) uint8 batch for `model`; 400 when one is not a readable image."""
+
+    def run():
+        if len(images) == 1:
+            return model.decode(images[0])[None]
+        return torch.stack([model.decode(d) for d in images])
+
+    try:  # small images decode in microseconds: a thread hop would cost more than it saves
+        if sum(len(d) for d in images) <= _SMALL_BYTES:
+            return run()
+        return await run_in_threadpool(run)
+    except CnnzooError as e:
+        raise ApiError(400, str(e)) from None

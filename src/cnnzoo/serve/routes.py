@@ -1,0 +1,146 @@
+"""The HTTP API: one module-level handler per route and `ROUTES`, the one route table.
+
+    GET  /                               the draw-a-digit page (static/index.html: no build, nothing fetched)
+    GET  /healthz                        alive
+    GET  /readyz                         models loaded and warmed up (503 until then)
+    GET  /v1/models                      name, classes, input size, accuracy, source of each model
+    POST /v1/models/{name}/predict       one image (raw bytes or multipart); ?top_k=5
+    POST /v1/models/{name}/predict/batch several images (multipart, one file part each)
+    POST /v1/models/{name}/explain       the input as the model sees it, feature maps, Grad-CAM
+    GET  /metrics                        Prometheus text
+
+Every error is a JSON object `{"error": "...", "status": N}`: 400 (empty body, not an image, truncated,
+a decompression bomb, a bad parameter), 404 (unknown model or route), 405, 413 (body over the limit),
+415 (content type), 503 with Retry-After (waited too long for a forward pass, or not ready).
+Responses that ran a forward pass say in `X-Batch-Size` how many images it held and in
+`X-Batch-Wait-Ms` how long the request waited for it.
+
+A new route is a handler here and one line in `ROUTES`. A handler reads what it needs from
+`request.app.state` (`create_app` puts it there): `settings` (`ServeSettings`), `served` ({name:
+`ServedModel`}), `metrics`, `executor` (the one forward thread) and `status` ({"ready": bool}); the
+request itself through `requests.py`; it raises `ApiError` for any answer but 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .batcher import Overloaded
+from .metrics import CONTENT_TYPE_LATEST
+from .requests import ApiError, decode, model_of, top_k_of, uploads
+
+__all__ = ["ROUTES"]
+
+# The page's own script and styles only: a browser refuses anything from elsewhere.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'",
+}
+
+
+@functools.cache
+def _page() -> bytes:
+    return resources.files("cnnzoo.serve").joinpath("static/index.html").read_bytes()
+
+
+def _retry(state) -> dict:
+    """The headers of a 503: when to try again."""
+    return {"Retry-After": str(state.settings.retry_after_s)}
+
+
+def _require_ready(state) -> None:
+    if not state.status["ready"]:
+        raise ApiError(503, "warming up: try again in a moment", _retry(state))
+
+
+async def _forward(request: Request, model, batch):
+    """`batch` through `model`'s micro-batcher: its `BatchResult`, or 503 (not ready, or waited too long)."""
+    state = request.app.state
+    _require_ready(state)
+    try:
+        return await model.batcher.submit(batch)
+    except Overloaded as e:
+        raise ApiError(503, f"server busy: {e}", _retry(state)) from None
+
+
+def _batch_headers(result) -> dict:
+    return {"X-Batch-Size": str(result.batch_size), "X-Batch-Wait-Ms": f"{1000 * result.wait_s:.3f}"}
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+async def index(request: Request) -> Response:
+    return Response(_page(), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    ready = state.status["ready"]
+    body = {"ready": ready, "models": list(state.served)}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else _retry(state))
+
+
+async def list_models(request: Request) -> Response:
+    return JSONResponse({"models": [m.info() for m in request.app.state.served.values()]})
+
+
+async def predict(request: Request) -> Response:
+    model, top_k = model_of(request), top_k_of(request)
+    batch = await decode(model, await uploads(request, request.app.state.settings, many=False))
+    result = await _forward(request, model, batch)
+    body = {"model": model.name, "top": model.top(result.output[0], top_k)}
+    return JSONResponse(body, headers=_batch_headers(result))
+
+
+async def predict_batch(request: Request) -> Response:
+    model, top_k = model_of(request), top_k_of(request)
+    batch = await decode(model, await uploads(request, request.app.state.settings, many=True))
+    result = await _forward(request, model, batch)
+    body = {"model": model.name, "predictions": [{"top": model.top(row, top_k)} for row in result.output]}
+    return JSONResponse(body, headers=_batch_headers(result))
+
+
+async def explain(request: Request) -> Response:
+    state = request.app.state
+    model, top_k = model_of(request), top_k_of(request)
+    image = (await decode(model, await uploads(request, state.settings, many=False)))[0]
+    _require_ready(state)
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    try:  # on the forward thread, between batches
+        body = await asyncio.wait_for(
+            loop.run_in_executor(state.executor, model.explain, image, top_k),
+            state.settings.timeout_ms / 1000,
+        )
+    except TimeoutError:
+        raise ApiError(503, "server busy: the explanation took too long", _retry(state)) from None
+    return JSONResponse(body, headers={"X-Explain-Ms": f"{1000 * (time.perf_counter() - started):.3f}"})
+
+
+async def prometheus(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [
+    Route("/", index),
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", prometheus),
+    Route("/v1/models", list_models),
+    Route("/v1/models/{name}/predict", predict, methods=["POST"]),
+    Route("/v1/models/{name}/predict/batch", predict_batch, methods=["POST"]),
+    Route("/v1/models/{name}/explain", explain, methods=["POST"]),
+]
