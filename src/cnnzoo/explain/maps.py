@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
+from ..layers import PartialConv, Subsampling
 
 __all__ = [
     "LayerMaps",
@@ -53,19 +54,15 @@ class Heatmap:
     layer: str = ""  # Grad-CAM: the layer whose output was weighted
 
 
-def _kinds() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    from ..models.lenet import PartialConv, Subsampling  # LeNet-5 (1998)'s own C3 and S2/S4
-
-    convs = (nn.Conv2d, PartialConv)
-    pools = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, Subsampling)
-    return convs, pools
+# PartialConv and Subsampling: LeNet-5 (1998)'s own C3 and S2/S4
+_CONVS = (nn.Conv2d, PartialConv)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, Subsampling)
 
 
 def _kind_of(module: nn.Module) -> str | None:
-    convs, pools = _kinds()
-    if isinstance(module, convs):
+    if isinstance(module, _CONVS):
         return "conv"
-    if isinstance(module, pools):
+    if isinstance(module, _POOLS):
         return "pool"
     return None
 

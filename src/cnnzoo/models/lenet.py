@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import MaxPool2x2, conv_relu_max_pool_2x2, relu_max_pool_2x2
+from ..layers import MaxPool2x2, PartialConv, Subsampling, conv_relu_max_pool_2x2, relu_max_pool_2x2
+from ..layers.partial_conv import C3_TABLE as C3_TABLE  # re-exported: the paper's Table I (studies/lenet.py)
 from ..layers.polyphase import polyphase_applies
 from ._base import ZooModel
 from ._registry import register_model
@@ -188,56 +189,12 @@ class LeNet5(ZooModel):
 
 # --- LeNet-5 as published in 1998 ------------------------------------------------------------
 
-# Table I of the paper: which of S2's 6 maps each of C3's 16 maps reads.
-C3_TABLE = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
-    (0, 1, 2, 3, 4, 5),
-)  # fmt: skip
-
 
 class ScaledTanh(nn.Module):
     """f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A): f(1) = 1, f(-1) = -1."""
 
     def forward(self, x: Tensor) -> Tensor:
         return 1.7159 * torch.tanh(x * (2.0 / 3.0))
-
-
-class Subsampling(nn.Module):
-    """S2/S4: sum each 2x2 block, times one trainable coefficient per map, plus one bias per map."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        summed = F.avg_pool2d(x, 2) * 4.0  # (B, C, H/2, W/2)
-        return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-class PartialConv(nn.Module):
-    """C3: 16 5x5 convolutions, each reading only the S2 maps listed in `C3_TABLE` (1,516 parameters).
-
-    Stored as one weight per output map, sized to its inputs, so the parameter count is the paper's.
-    """
-
-    def __init__(self, table=C3_TABLE, kernel_size: int = 5):
-        super().__init__()
-        self.table = [list(ins) for ins in table]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(1, len(ins), kernel_size, kernel_size)) for ins in table
-        )
-        self.bias = nn.Parameter(torch.zeros(len(table)))
-        for w in self.weights:  # uniform in +-2.4/fan_in, as the paper's appendix prescribes
-            nn.init.uniform_(w, -2.4 / w[0].numel(), 2.4 / w[0].numel())
-
-    def forward(self, x: Tensor) -> Tensor:
-        maps: list[Tensor] = []
-        for i, w in enumerate(self.weights):
-            maps.append(F.conv2d(x[:, self.table[i]], w))  # reads only the S2 maps its row lists
-        return torch.cat(maps, 1) + self.bias.view(1, -1, 1, 1)
 
 
 class EuclideanRBF(nn.Module):
