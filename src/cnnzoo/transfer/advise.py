@@ -34,10 +34,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 
-from ..data.base import Splits
+from ..data.base import DatasetInfo, Splits
 from ..data.stats import stratified_split
 from ..engine.checkpoint import read_meta, resolve_checkpoint
 from ..engine.config import TrainConfig
@@ -229,9 +230,27 @@ def advise(
     shrinks them)."""
     start = time.perf_counter()
     info = splits.info
-    cfg = TrainConfig(
+    cfg = _probe_config(info.name, probe_epochs, seed)
+    splits = target_splits(splits, cfg, samples_per_class)
+    check_target_data(splits)
+    measured = _measure(source, splits, info, cfg, model=model, device=device, max_images=max_images)
+    advice = _rules_advice(
+        source, splits, info, measured, seed=seed, min_steps=min_steps, max_epochs=max_epochs
+    )
+    advice.seconds = round(time.perf_counter() - start, 2)  # the measurements' cost; the trial has its own
+    if trial:
+        _check_by_trial(
+            advice, source, splits, model=model, device=device, seed=seed, budget=budget,
+            min_steps=min_steps, max_epochs=max_epochs,
+        )  # fmt: skip
+    return advice
+
+
+def _probe_config(data: str, probe_epochs: int, seed: int) -> TrainConfig:
+    """The linear probes' recipe (what `_probe` trains them with)."""
+    return TrainConfig(
         model="(probe)",
-        data=info.name,
+        data=data,
         epochs=probe_epochs,
         batch_size=128,
         optimizer="adamw",
@@ -239,8 +258,32 @@ def advise(
         weight_decay=1e-4,
         seed=seed,
     )
-    splits = target_splits(splits, cfg, samples_per_class)
-    check_target_data(splits)
+
+
+@dataclass
+class _Measured:
+    """What `advise` measures before the rules decide: the data's size and the two probes."""
+
+    src: Any  # the loaded source (`sources.load_source`)
+    device: torch.device
+    per_class: float  # the median of training images per class
+    probe_source: float  # % accuracy of the linear probe on the source's features
+    probe_random: float  # % accuracy of the same probe on random-weight features
+
+
+def _measure(
+    source: str,
+    splits: Splits,
+    info: DatasetInfo,
+    cfg: TrainConfig,
+    *,
+    model: str | None,
+    device: str,
+    max_images: int,
+) -> _Measured:
+    """Images per class, and linear probes on the source's features and on the same architecture's with
+    random weights (seeded by `cfg.seed`), over at most ~`max_images` training images."""
+    seed = cfg.seed
     counts = torch.bincount(splits.train.labels, minlength=info.num_classes)
     per_class = float(statistics.median(counts.tolist()))
     gen = torch.Generator().manual_seed(seed)  # a probe needs no more than ~12k images to rank features
@@ -256,47 +299,55 @@ def advise(
     folds = probe_folds(images.labels, seed)
     probe_source = _probe(src.model.to(dev), loader, folds, cfg)
     probe_random = _probe(random_model.to(dev), loader, folds, cfg)
+    return _Measured(src, dev, per_class, probe_source, probe_random)
+
+
+def _rules_advice(
+    source: str,
+    splits: Splits,
+    info: DatasetInfo,
+    m: _Measured,
+    *,
+    seed: int,
+    min_steps: int,
+    max_epochs: int,
+) -> Advice:
+    """The rules' advice on the measured figures, with what checking it by trial would cost."""
     source_acc = _source_accuracy(source)
-    kept = probe_source / source_acc if source_acc else None
-    num_groups = len([g for g, _ in groups(src.model) if g not in (*AUX_GROUPS, "head")])
-    strategy, reasons = recommend(per_class, probe_source, probe_random, kept, num_groups)
+    kept = m.probe_source / source_acc if source_acc else None
+    num_groups = len([g for g, _ in groups(m.src.model) if g not in (*AUX_GROUPS, "head")])
+    strategy, reasons = recommend(m.per_class, m.probe_source, m.probe_random, kept, num_groups)
     n_race = len(splits.train) - len(stratified_split(splits.train.labels, VAL_FRACTION, seed=seed)[1])
     steps = trial_steps(n_race, min_steps=min_steps, max_epochs=max_epochs)
-    step_seconds = seconds_per_step(src.model, src.meta["image_size"], info.channels, dev)
-    advice = Advice(
+    step_seconds = seconds_per_step(m.src.model, m.src.meta["image_size"], info.channels, m.device)
+    return Advice(
         strategy,
         reasons,
-        per_class,
+        m.per_class,
         info.num_classes,
-        probe_source,
-        probe_random,
+        m.probe_source,
+        m.probe_random,
         source_acc,
         kept,
         num_groups=num_groups,
-        groups=[g for g, _ in groups(src.model)],
+        groups=[g for g, _ in groups(m.src.model)],
         rules_strategy=strategy,
-        ambiguous=ambiguities(per_class, probe_source, probe_random, kept),
+        ambiguous=ambiguities(m.per_class, m.probe_source, m.probe_random, kept),
         trial_budget_steps=steps,
         trial_seconds=round(1.3 * steps * step_seconds, 1),  # + the validation passes, about 30%
     )
-    advice.seconds = round(time.perf_counter() - start, 2)
-    if trial:
-        result = race(
-            source,
-            splits,
-            model=model,
-            device=device,
-            seed=seed,
-            budget=budget,
-            min_steps=min_steps,
-            max_epochs=max_epochs,
-        )
-        advice.trial = result.to_dict()
-        advice.strategy, advice.trial_seconds = result.winner, result.seconds
-        advice.trial_budget_steps = result.budget_steps
-        verdict = "agrees" if result.winner == strategy else f"overrules the rules' {strategy}"
-        advice.reasons = [*reasons, *result.reasons(), f"the trial {verdict}"]
-    return advice
+
+
+def _check_by_trial(advice: Advice, source: str, splits: Splits, **race_options) -> None:
+    """Race the candidates (`trial.race`) and make the winner the advice, saying whether it agrees with the
+    rules' pick (`advice.rules_strategy`)."""
+    result = race(source, splits, **race_options)
+    strategy = advice.rules_strategy
+    advice.trial = result.to_dict()
+    advice.strategy, advice.trial_seconds = result.winner, result.seconds
+    advice.trial_budget_steps = result.budget_steps
+    verdict = "agrees" if result.winner == strategy else f"overrules the rules' {strategy}"
+    advice.reasons = [*advice.reasons, *result.reasons(), f"the trial {verdict}"]
 
 
 def probe_folds(labels: torch.Tensor, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
