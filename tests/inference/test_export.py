@@ -3,12 +3,15 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 import cnnzoo
+from cnnzoo.artifacts import exported as export_reader
 from cnnzoo.cli import main
 from cnnzoo.engine import TrainConfig
+from cnnzoo.errors import CnnzooError
 from cnnzoo.inference import export
 from cnnzoo.inference.pretrained import pretrained_checkpoint
 
@@ -61,6 +64,42 @@ def test_the_export_folder_loads_as_a_predictor(exported):
     with torch.no_grad():
         torch.testing.assert_close(a.model(x), b.model(x), rtol=0, atol=0)
     assert a.framing == b.framing and a.classes == b.classes
+
+
+def test_a_registered_format_is_written_checked_and_on_the_card(tmp_path):
+    """The extension point: one `ExportFormat` registered, and `export_model` writes it, checks it and puts
+    its loading snippet on the card; unregistered, it is an unknown format again."""
+
+    def write(model, path, x):
+        np.savez(path, **{k: v.numpy() for k, v in model.state_dict().items()})
+
+    def check(model, path, x, report):
+        with np.load(path) as saved:
+            same = sorted(saved.files) == sorted(model.state_dict())
+        report.checks.append(f"npz: every tensor saved: {same}")
+
+    def snippet(config, out):
+        return ["import numpy as np", 'weights = np.load("weights.npz")']
+
+    export.register_format(export.ExportFormat("npz", "weights.npz", write, check, snippet))
+    try:
+        assert export.parse_formats("npz, safetensors") == ["npz", "safetensors"]
+        report = export.export_model("lenet5:mnist", tmp_path / "out", ["npz", "safetensors"])
+    finally:
+        export.unregister_format("npz")
+    assert report.files == ["config.json", "model.safetensors", "weights.npz", "README.md"]
+    assert report.checks[-1] == "npz: every tensor saved: True"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert '```python\nimport numpy as np\nweights = np.load("weights.npz")\n```\n' in card
+    assert "- npz: every tensor saved: True" in card and "model.onnx" not in card
+    with pytest.raises(CnnzooError, match="unknown export format 'npz'"):
+        export.parse_formats("npz")
+    assert export.FORMATS == ("onnx", "torchscript", "safetensors")
+
+
+def test_the_reader_lives_in_artifacts_and_is_re_exported():
+    assert export.is_export_folder is export_reader.is_export_folder
+    assert export.load_export is export_reader.load_export
 
 
 def test_from_a_checkpoint_one_format(tmp_path):
@@ -126,7 +165,7 @@ def test_corrupt_checkpoint_and_unwritable_out(tmp_path, capsys):
 
 
 def test_a_failed_parity_check_says_by_how_much_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(export, "TOLERANCE", 0.0)  # any float difference now fails
+    monkeypatch.setattr(export.onnx, "TOLERANCE", 0.0)  # any float difference now fails
     assert main(["export", "lenet5:mnist", "--format", "onnx", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "ONNX parity check failed" in err and "max |diff|" in err and len(err.splitlines()) == 1

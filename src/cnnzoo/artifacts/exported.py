@@ -1,0 +1,36 @@
+"""Reading an export folder (`cnnzoo export`): `config.json` + `model.safetensors` rebuild the model."""
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from ..engine.checkpoint import load_state_dict_checked, read_weights
+from ..errors import CnnzooError
+from ..models import create_model
+
+__all__ = ["is_export_folder", "load_export"]
+
+
+def is_export_folder(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+
+
+def load_export(folder) -> tuple[nn.Module, dict]:
+    """Rebuild the model from `config.json` and `model.safetensors` alone (eval mode, CPU)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        model = create_model(
+            meta["model"],
+            num_classes=len(meta["classes"]),
+            in_chans=meta["in_chans"],
+            **meta.get("model_kwargs", {}),
+        )
+    except json.JSONDecodeError as e:
+        raise CnnzooError(f"{folder / 'config.json'}: corrupt export config ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise CnnzooError(f"{folder / 'config.json'}: export config lacks {e}") from None
+    load_state_dict_checked(model, read_weights(folder / "model.safetensors"), source=str(folder))
+    return model.eval(), meta

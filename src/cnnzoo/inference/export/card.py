@@ -1,0 +1,116 @@
+"""The export folder's README.md: data, recipe, accuracy, the parity figures, how to load each file.
+
+Built from a table of sections; each format contributes its own loading snippet (and parity lines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from ..._version import __version__
+from ...artifacts.exported import is_export_folder
+from ..pretrained import is_pretrained_name, pretrained_entry
+from ._format import ExportFormat, Report, export_formats
+
+
+def _provenance(source, meta: dict) -> dict:
+    """Training data, recipe and accuracy, from wherever the source records them."""
+    info = {"dataset": meta.get("dataset"), "accuracy": None, "recipe": None, "command": None}
+    if is_pretrained_name(str(source)):
+        entry = pretrained_entry(str(source))
+        r = entry.record
+        return {**info, "accuracy": entry.accuracy, "recipe": r.get("recipe"), "command": r.get("command"),
+                "bundled": entry.name}  # fmt: skip
+    acc = (meta.get("metrics") or {}).get("test_acc")
+    info["accuracy"] = None if acc is None else round(float(acc), 2)
+    path = Path(source)
+    run = path if path.is_dir() else path.parent
+    if (run / "config.json").is_file() and not is_export_folder(run):
+        try:
+            info["recipe"] = json.loads((run / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    return info
+
+
+class _Card(NamedTuple):
+    """What every section reads."""
+
+    config: dict
+    report: Report
+    formats: tuple[ExportFormat, ...]  # the chosen ones, in registration order
+    prov: dict
+    out: Path
+
+
+def model_card(config: dict, report: Report, formats: list[str], prov: dict, out: Path) -> str:
+    card = _Card(config, report, tuple(f for f in export_formats() if f.name in formats), prov, out)
+    data = config.get("dataset") or "unknown data"
+    lines = [
+        f"# {config['model']} trained on {data}",
+        "",
+        f"Exported by cnnzoo {__version__} (torch {torch.__version__}) from `{report.source}`.",
+    ]
+    for title, section in SECTIONS:
+        lines += ["", f"## {title}", "", *section(card)]
+    return "\n".join(lines) + "\n"
+
+
+def _model(card: _Card) -> list[str]:
+    config, prov = card.config, card.prov
+    name, data = config["model"], config.get("dataset") or "unknown data"
+    n, c, s = config["num_classes"], config["in_chans"], config["image_size"]
+    acc = (
+        f"{prov['accuracy']:.2f}% top-1 on the {data} test split"
+        if prov.get("accuracy") is not None
+        else "not recorded"
+    )
+    return [
+        f"- architecture: `{name}` {json.dumps(config['model_kwargs']) if config['model_kwargs'] else ''}".rstrip(),
+        f"- input: `(batch, {c}, {s}, {s})` float32, normalised per channel: `(pixels / 255 - mean) / std` with "
+        f"mean {config['mean']} and std {config['std']}",
+        f"- output: `(batch, {n})` logits over the classes in `config.json` (`classes`, in order); softmax gives "
+        "probabilities",
+        f"- training data: {data}; measured accuracy: {acc}",
+        *_training(card),
+    ]
+
+
+def _training(card: _Card) -> list[str]:
+    """How the weights were made: framing, the command, the recipe (each when known)."""
+    lines = []
+    if card.config.get("framing"):
+        f = card.config["framing"]
+        lines.append(
+            f"- the training images were framed (light ink on black, longest side {f['box']} px, centred by "
+            f"{f['centre']} in {f['canvas']}x{f['canvas']}): frame a person's picture the same way "
+            "(`cnnzoo.inference.framing.frame_image`, on by default in `cnnzoo predict` and `cnnzoo.load`)"
+        )
+    if card.prov.get("command"):
+        lines.append(f"- made by: `{card.prov['command']}`")
+    if card.prov.get("recipe"):
+        r = card.prov["recipe"]
+        keys = ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "augment", "seed")
+        # the options that change what was learned, when they are on (a subset is not a full run)
+        extras = ("train_subset", "label_smoothing", "grad_clip", "ema")
+        shown = [f"{k} {r[k]}" for k in keys if k in r] + [f"{k} {r[k]}" for k in extras if r.get(k)]
+        lines.append("- recipe: " + ", ".join(shown))
+    return lines
+
+
+def _parity(card: _Card) -> list[str]:
+    lines = [line for f in card.formats if f.card_parity for line in f.card_parity(card.report)]
+    return lines + ([f"- {c}" for c in card.report.checks] or ["- (no ONNX file in this export)"])
+
+
+def _loading(card: _Card) -> list[str]:
+    lines = []
+    for f in card.formats:
+        lines += ["```python", *f.loading_snippet(card.config, card.out), "```", ""]
+    return lines
+
+
+SECTIONS = (("Model", _model), ("Parity", _parity), ("Loading each file", _loading))

@@ -1,0 +1,69 @@
+"""`model.pt`: TorchScript, checked in a Python process that never imports cnnzoo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...errors import CnnzooError
+from ._format import ExportFormat, Report
+
+# Runs in a fresh interpreter: TorchScript must load and run without cnnzoo (nor its source) present.
+_JIT_CHECK = """
+import sys, torch
+model = torch.jit.load(sys.argv[1])
+x = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save(model(x), sys.argv[3])
+assert not any(m == "cnnzoo" or m.startswith("cnnzoo.") for m in sys.modules), "cnnzoo was imported"
+"""
+
+
+def write(model: nn.Module, path: Path, x: torch.Tensor) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(model)
+    scripted.save(str(path))
+
+
+def check(model: nn.Module, path: Path, x: torch.Tensor, report: Report) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, outp = Path(tmp) / "x.pt", Path(tmp) / "y.pt"
+        torch.save(x, inp)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env.pop("PYTHONPATH", None)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _JIT_CHECK, str(path), str(inp), str(outp)],
+            capture_output=True, text=True, cwd=tmp, env=env, timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CnnzooError(f"TorchScript check failed: torch.jit.load in a fresh Python process: {why}")
+        got = torch.load(outp)
+    with torch.no_grad():
+        diff = (got - model(x)).abs().max().item()
+    if diff > 1e-5 * max(1.0, model(x).abs().max().item()):
+        raise CnnzooError(f"TorchScript check failed: its logits differ from PyTorch's by {diff:.3g}")
+    report.checks.append(
+        f"torchscript: torch.jit.load in a Python process without cnnzoo gives the same logits "
+        f"(max |diff| {diff:.1e} on {len(x)} images)"
+    )
+
+
+def loading_snippet(config: dict, out: Path) -> list[str]:
+    c, s = config["in_chans"], config["image_size"]
+    return [
+        "import torch  # no cnnzoo needed",
+        'model = torch.jit.load("model.pt").eval()',
+        f"logits = model(torch.zeros(1, {c}, {s}, {s}))",
+    ]
+
+
+FORMAT = ExportFormat("torchscript", "model.pt", write, check, loading_snippet, write_order=20)
