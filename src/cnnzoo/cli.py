@@ -34,7 +34,7 @@ def _print_json(obj) -> None:
 
 
 def cmd_models(args) -> int:
-    from .models._registry import model_table
+    from .models._builder import model_table
 
     if args.pretrained:
         return _print_pretrained(args.pattern, args.json)

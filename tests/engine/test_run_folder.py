@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import cnnzoo.engine.checkpoint as checkpoint
+import cnnzoo.artifacts.checkpoint as checkpoint
 from cnnzoo.cli import main
 from cnnzoo.data.loader import InMemoryLoader
 from cnnzoo.engine import TrainConfig, default_config, train

@@ -10,7 +10,7 @@ import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.engine.evaluate import evaluate_checkpoint
 from cnnzoo.errors import CnnzooError
-from cnnzoo.inference import pretrained
+from cnnzoo.models import _pretrained as pretrained
 from cnnzoo.transfer import load_source
 
 REQUIRED = ("lenet5:mnist", "lenet5:glyphs-latin", "resnet20:glyphs-latin")

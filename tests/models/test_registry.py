@@ -1,11 +1,18 @@
 """The whole registry honours one contract: builds, runs forward and backward at its minimum size."""
 
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import cnnzoo
+import cnnzoo.models as models
 from cnnzoo.errors import CnnzooError
-from cnnzoo.models import model_info, parameter_groups
+from cnnzoo.models import _registry, model_info, parameter_groups
+from cnnzoo.models._weights import identify_architecture
+from cnnzoo.summary import summarize_model
 
 ALL = cnnzoo.list_models()
 
@@ -72,3 +79,74 @@ def test_an_unknown_builder_keyword_is_one_cnnzoo_error(name):
     """A builder's TypeError becomes CnnzooError once, in create_model (one model of each family)."""
     with pytest.raises(CnnzooError, match=f"cannot build {name}: .*no_such_option"):
         cnnzoo.create_model(name, no_such_option=1)
+
+
+FAMILY = '''
+"""TinyNet: a family written for the test, as a newcomer would add one."""
+
+from torch import Tensor, nn
+
+from cnnzoo.models._base import ZooModel
+from cnnzoo.models._registry import register_model
+
+
+class TinyNet(ZooModel):
+    classifier_path = "fc"
+    first_conv = "conv1"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+        super().__init__()
+        self.num_classes, self.num_features, self.head_hidden_size = num_classes, 4, 4
+        self.conv1 = nn.Conv2d(in_chans, 4, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, num_classes)
+        self.set_feature_info([("conv1", 4, 1)])
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.conv1(x).relu()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def group_matcher(self) -> dict[str, list[str]]:
+        return {"stem": ["conv1"], "head": ["fc"]}
+
+
+@register_model(family="tiny", input_size=16, min_size=3, paper="a test", in_chans=1, num_classes=10)
+def tinynet(*, num_classes: int = 10, in_chans: int = 1) -> TinyNet:
+    return TinyNet(num_classes=num_classes, in_chans=in_chans)
+'''
+
+
+def test_a_new_family_is_one_file_plus_one_import_line(tmp_path, monkeypatch):
+    """The family file above, imported once (models/__init__ would hold that line), is a full zoo model:
+    listed, built with the contract's keywords, summarised, and loadable from foreign weights."""
+    (tmp_path / "tinynet_family.py").write_text(FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("tinynet_family")  # the one registration line
+        assert "tinynet" in cnnzoo.list_models("tiny*")
+        model = cnnzoo.create_model("tinynet", num_classes=3, in_chans=3)
+        assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
+        assert model.pretrained_cfg["classifier"] == "fc" and model.pretrained_cfg["input_size"] == (
+            3,
+            16,
+            16,
+        )
+        assert cnnzoo.create_model("tinynet", num_classes=0)(torch.rand(1, 1, 8, 8)).shape == (1, 4)
+        assert summarize_model("tinynet").rows
+        state = cnnzoo.create_model("tinynet").state_dict()
+        assert identify_architecture(state, "tinynet") == ("tinynet", {})
+    finally:
+        _registry._MODELS.pop("tinynet", None)
+        sys.modules.pop("tinynet_family", None)
+    assert "tinynet" not in cnnzoo.list_models()
+
+
+def test_models_package_imports_every_family_file():
+    """torchvision's way: the package imports each family, so no lazy loader hides a cycle."""
+    folder = Path(models.__file__).parent
+    families = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+    imported = {n for n in families if f"cnnzoo.models.{n}" in sys.modules}
+    assert families and imported == families

@@ -21,7 +21,7 @@ from cnnzoo.transfer import (
     set_frozen_bn_eval,
     unfreeze,
 )
-from cnnzoo.transfer.sources import _SkipInit
+from cnnzoo.models._weights import _SkipInit
 
 RESNET18 = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..engine.checkpoint import load_state_dict_checked, read_weights
 from ..errors import CnnzooError
 from ..models import create_model
+from ..models._weights import load_state_dict_checked, read_weights
 
 __all__ = ["is_export_folder", "load_export"]
 

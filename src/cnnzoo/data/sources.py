@@ -42,6 +42,7 @@ from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
 from cnnzoo.data.cache import cache_dir
 from cnnzoo.data.folder import DEFAULT_MAX_MEMORY, load_folder
 from cnnzoo.data.framing import Framing
+from cnnzoo.data.glyphs import load_glyphs
 from cnnzoo.data.idx import read_idx
 from cnnzoo.data.stats import channel_stats, stratified_split
 from cnnzoo.errors import CnnzooError
@@ -523,8 +524,6 @@ def download_file(url: str, dest: Path, md5: str, *, progress: bool = True) -> P
 
 def _glyph_loader(name: str):
     def load(data_dir: Path | None, download: bool, progress: bool) -> Splits:
-        from .glyphs import load_glyphs  # imported late: rendering needs only Pillow, but is sizeable
-
         return load_glyphs(name, cache_dir=data_dir, progress=progress)
 
     return load

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..data.sources import dataset_augment
 from ..errors import CnnzooError
+from ..models import model_info
 
 __all__ = ["TrainConfig", "default_config", "load_config"]
 
@@ -189,8 +190,6 @@ def default_augment(data: str) -> str:
 def default_config(model: str, data: str, **overrides) -> TrainConfig:
     """The recipe for (model, data): family defaults, the dataset's augmentation, a measured recipe where
     there is one, then `overrides` (only the ones not None)."""
-    from ..models import model_info
-
     family = model_info(model).family
     base = {
         **_FAMILY_DEFAULTS.get(family, {}),

@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..artifacts.source import open_source
 from ..data.image import decode_image
 from ..data.normalize import Normalize
-from ..engine.checkpoint import load_checkpoint
-from ..engine.evaluate import EVAL_BATCH
 from ..errors import CnnzooError
+from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device
 from .framing import UNCHANGED, Framing, frame_image, framing_for, turned, unchanged_if_framed
 
 __all__ = ["Predictor", "load"]
@@ -46,7 +46,6 @@ class Predictor:
         source: str = "",
         fit: bool = True,
     ):
-        from ..engine.train import autocast_dtype, resolve_device
 
         for key in ("classes", "image_size", "in_chans", "mean", "std"):
             if key not in meta:
@@ -199,22 +198,14 @@ def load(
     precision: str | None = None,
     fit: bool = True,
 ) -> Predictor:
-    """A ready `Predictor` from a run folder, a `.safetensors` checkpoint (its `.json` beside it), an export
-    folder (`cnnzoo export`) or a bundled name such as `lenet5:mnist`. `fit=False`: no framing."""
+    """A ready `Predictor` from any source (`cnnzoo.artifacts.source`): a run folder, a `.safetensors`
+    checkpoint (its `.json` beside it), an export folder (`cnnzoo export`), a bundled name such as
+    `lenet5:mnist`, a weights file or `torchvision:NAME`. `fit=False`: no framing."""
     model, meta, label = open_model(source)
     return Predictor(model, meta, device=device, precision=precision, source=label, fit=fit)
 
 
 def open_model(source: str | Path) -> tuple[nn.Module, dict, str]:
     """(model in eval mode, its config, a label) from any source `load` accepts."""
-    from .export import is_export_folder, load_export
-    from .pretrained import is_pretrained_name, pretrained_checkpoint
-
-    if is_pretrained_name(str(source)):
-        ckpt = load_checkpoint(pretrained_checkpoint(str(source)))
-        return ckpt.model, ckpt.meta, str(source)
-    if is_export_folder(source):
-        model, meta = load_export(source)
-        return model, meta, str(source)
-    ckpt = load_checkpoint(source)
-    return ckpt.model, ckpt.meta, str(ckpt.path)
+    opened = open_source(source)
+    return opened.model, opened.meta, opened.label

@@ -26,6 +26,7 @@ so does anything that hooks them (`cnnzoo summary`, `forward_intermediates`, sal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as M  # the global hook registries
 
 from ..layers import MaxPool2x2, PartialConv, Subsampling, conv_relu_max_pool_2x2, relu_max_pool_2x2
 from ..layers.partial_conv import C3_TABLE as C3_TABLE  # re-exported: the paper's Table I (studies/lenet.py)
@@ -88,8 +89,6 @@ def _is_max_pool2(m: nn.Module) -> bool:
 
 def _has_hooks(seq: nn.Sequential) -> bool:
     """Any forward or backward hook on `seq` or its layers, or a global one: the fast path would skip them."""
-    from torch.nn.modules import module as M
-
     hooks = [
         M._global_forward_hooks,
         M._global_forward_pre_hooks,

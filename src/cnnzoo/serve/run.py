@@ -17,6 +17,8 @@ import threading
 import torch
 
 from ..errors import CnnzooError
+from ..inference import load
+from ..models._pretrained import pretrained_entry
 from .app import ServeSettings, create_app
 from .served import NAME_PATTERN, model_name
 
@@ -28,8 +30,6 @@ DEFAULT_SOURCE = "lenet5:mnist"  # the bundled LeNet-5 trained on MNIST
 
 def load_models(sources: list[str], named: list[str], *, device: str = "cpu") -> dict:
     """{route name: Predictor} from positional SOURCEs (named after model and dataset) and NAME=SOURCE."""
-    from ..inference import load
-
     pairs: list[tuple[str | None, str]] = [(None, s) for s in sources]
     for item in named:
         name, sep, source = item.partition("=")
@@ -60,10 +60,8 @@ def default_threads() -> int:
 
 def _default_source() -> str:
     try:
-        from ..inference.pretrained import pretrained_entry
-
         pretrained_entry(DEFAULT_SOURCE)
-    except (ImportError, CnnzooError):
+    except CnnzooError:
         raise CnnzooError(
             f"no bundled {DEFAULT_SOURCE} weights in this installation: name a model to serve, e.g. "
             "`cnnzoo serve runs/lenet5-mnist-...` (a run folder or checkpoint; `cnnzoo train lenet5` makes one)"

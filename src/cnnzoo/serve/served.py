@@ -11,6 +11,7 @@ class `cnnzoo predict` gives it.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 from concurrent.futures import Executor
@@ -20,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from ..artifacts.source import provenance
 from ..errors import CnnzooError
 from ..explain import feature_maps, gradcam
 from ..explain.render import map_grid, overlay, png_bytes, upscale
@@ -75,14 +77,15 @@ class ServedModel:
             on_depth=metrics.depth_setter(name) if metrics else None,
         )
 
+    @functools.cached_property
+    def provenance(self) -> dict:
+        """What the source records about its training (read once: the folder may go away later)."""
+        return provenance(self.predictor.source, self.predictor.meta)
+
     def info(self) -> dict:
         """What `/v1/models` lists: name, classes, input size, accuracy, source."""
         p, meta = self.predictor, self.predictor.meta
-        accuracy = meta.get("accuracy", (meta.get("metrics") or {}).get("test_acc"))
-        if accuracy is None and meta.get("pretrained"):  # bundled weights: their manifest has it
-            from ..inference.pretrained import pretrained_entry
-
-            accuracy = pretrained_entry(meta["pretrained"]).accuracy
+        accuracy = self.provenance["accuracy"]
         return {
             "name": self.name,
             "model": meta.get("model"),

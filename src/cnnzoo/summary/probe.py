@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
 from ..models import create_model, model_info
-from ..runtime import available_memory, format_bytes  # noqa: F401  (re-exported until callers move)
+from ..runtime import available_memory, format_bytes  # part of the probe's answer, kept in its __all__
 
 __all__ = ["InputProbe", "probe_input", "available_memory", "format_bytes"]
 

@@ -29,7 +29,9 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
 from ..errors import CnnzooError
-from ..models._registry import check_input_size, create_model, model_info
+from ..models import create_model, model_info
+from ..models._builder import check_input_size
+from . import probe
 from .trace import WHOLE_INPUT, Field, OpTracer
 
 __all__ = ["LayerRow", "ModelSummary", "summarize", "summarize_model"]
@@ -371,24 +373,21 @@ def summarize_model(
 def _check_fits(name: str, side: int, chans: int, num_classes: int | None) -> None:
     """Before allocating anything: the input alone must fit in memory, the model must take the size (run on
     the meta device), and weights, input and activations together must fit; each refusal says how much."""
-    from ..runtime import available_memory, format_bytes
-    from .probe import probe_input
-
     shape = f"{chans}x{side}x{side}"
-    available = available_memory()
+    available = probe.available_memory()  # looked up on the module: tests stand in a smaller machine
     smaller = f"choose a smaller --input-size ({name}'s native input is {model_info(name).input_size})"
     input_bytes = chans * side * side * 4
     if available is not None and input_bytes > available:
         raise CnnzooError(
-            f"a {shape} input alone needs {format_bytes(input_bytes)} of memory, {format_bytes(available)} is "
+            f"a {shape} input alone needs {probe.format_bytes(input_bytes)} of memory, {probe.format_bytes(available)} is "
             f"available: {smaller}"
         )
-    probe = probe_input(name, side, in_chans=chans, num_classes=num_classes)
-    if probe.problem:
-        raise CnnzooError(f"{name} cannot run on a {shape} input: {probe.problem}")
-    if available is not None and probe.estimated_bytes > available:
+    fit = probe.probe_input(name, side, in_chans=chans, num_classes=num_classes)
+    if fit.problem:
+        raise CnnzooError(f"{name} cannot run on a {shape} input: {fit.problem}")
+    if available is not None and fit.estimated_bytes > available:
         raise CnnzooError(
-            f"summarising {name} on a {shape} input needs about {format_bytes(probe.estimated_bytes)} of memory "
-            f"(weights {format_bytes(probe.param_bytes)}, input {format_bytes(input_bytes)}, activations up to "
-            f"{format_bytes(probe.largest_activation_bytes)} each), {format_bytes(available)} is available: {smaller}"
+            f"summarising {name} on a {shape} input needs about {probe.format_bytes(fit.estimated_bytes)} of memory "
+            f"(weights {probe.format_bytes(fit.param_bytes)}, input {probe.format_bytes(input_bytes)}, activations up to "
+            f"{probe.format_bytes(fit.largest_activation_bytes)} each), {probe.format_bytes(available)} is available: {smaller}"
         )

@@ -38,10 +38,11 @@ from typing import Any
 
 import torch
 
+from ..artifacts.source import provenance
 from ..data.base import DatasetInfo, Splits
 from ..data.stats import stratified_split
-from ..engine.checkpoint import read_meta, resolve_checkpoint
 from ..engine.config import TrainConfig
+from ..errors import CnnzooError
 from ..models import create_model
 from ..runtime import resolve_device
 from .calibrate import cell_of
@@ -392,14 +393,10 @@ def _probe(model, loader, folds, cfg: TrainConfig) -> float:
 
 
 def _source_accuracy(source: str) -> float | None:
-    """The source checkpoint's own test accuracy, where it is a cnnzoo checkpoint that recorded one."""
-    from ..inference.pretrained import is_pretrained_name, pretrained_entry
-
-    if is_pretrained_name(source):  # bundled weights: the manifest records their accuracy
-        return pretrained_entry(source).accuracy
+    """The source's own test accuracy, where it records one (a cnnzoo run, checkpoint, export folder or
+    bundled weights; a bare weights file or torchvision:NAME records none)."""
     try:
-        meta = read_meta(resolve_checkpoint(source))
-    except Exception:  # not a cnnzoo checkpoint (a bare weights file, torchvision:NAME): unknown
+        acc = provenance(source)["accuracy"]
+    except CnnzooError:  # the source itself is reported by whoever loads it
         return None
-    acc = (meta.get("metrics") or {}).get("test_acc")
     return float(acc) if acc else None

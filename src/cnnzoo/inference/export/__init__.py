@@ -16,7 +16,7 @@ A failed check (parity beyond the tolerance, top-1 disagreement) raises `CnnzooE
 and nothing is left behind.
 
 Each file but config.json and README.md is a format: one module here declaring an `ExportFormat` (its
-writer, its check, its loading snippet for the card), registered below; `card.py` writes the README.
+writer, its check, its loading snippet for the card), registered by importing it (one line below); `card.py` writes the README.
 Reading an export folder back is `cnnzoo.artifacts.exported` (re-exported here).
 """
 
@@ -33,22 +33,25 @@ from torch import nn
 
 from ..._version import __version__
 from ...artifacts.exported import is_export_folder, load_export
+from ...artifacts.source import provenance
 from ...data import load_dataset
 from ...errors import CnnzooError
 from ..framing import framing_for
 from ..predictor import Predictor, open_model
-from . import onnx, safetensors, torchscript
+
+# isort: off
+# Importing a format's module registers it, in this order: --format's, the card's and FORMATS'.
+from . import onnx, torchscript, safetensors  # noqa: F401
+
+# isort: on
 from ._format import ExportFormat as ExportFormat  # the extension point, for a format defined elsewhere
 from ._format import export_formats, format_names
 from ._format import register_format as register_format
 from ._format import unregister_format as unregister_format
-from .card import _provenance, model_card
+from .card import model_card
 from .onnx import p_line
 
 __all__ = ["FORMATS", "ExportReport", "export_model", "is_export_folder", "load_export", "parse_formats"]
-
-for _format in (onnx.FORMAT, torchscript.FORMAT, safetensors.FORMAT):  # --format's and the card's order
-    register_format(_format)
 
 FORMATS = format_names()  # the built-in formats (parse_formats also accepts ones registered later)
 PARITY_IMAGES = 32  # real test images in the larger batch (the first ones also go through one at a time)
@@ -103,7 +106,7 @@ def export_model(
             fmt.write(model, tmp / fmt.filename, x)
             report.files.append(fmt.filename)
             fmt.check(model, tmp / fmt.filename, x, report)
-        (tmp / "README.md").write_text(model_card(config, report, formats, _provenance(source, meta), out))
+        (tmp / "README.md").write_text(model_card(config, report, formats, provenance(source, meta), out))
         report.files.append("README.md")
         _publish(tmp, out)
     except BaseException:

@@ -11,29 +11,7 @@ from typing import NamedTuple
 import torch
 
 from ..._version import __version__
-from ...artifacts.exported import is_export_folder
-from ..pretrained import is_pretrained_name, pretrained_entry
 from ._format import ExportFormat, Report, export_formats
-
-
-def _provenance(source, meta: dict) -> dict:
-    """Training data, recipe and accuracy, from wherever the source records them."""
-    info = {"dataset": meta.get("dataset"), "accuracy": None, "recipe": None, "command": None}
-    if is_pretrained_name(str(source)):
-        entry = pretrained_entry(str(source))
-        r = entry.record
-        return {**info, "accuracy": entry.accuracy, "recipe": r.get("recipe"), "command": r.get("command"),
-                "bundled": entry.name}  # fmt: skip
-    acc = (meta.get("metrics") or {}).get("test_acc")
-    info["accuracy"] = None if acc is None else round(float(acc), 2)
-    path = Path(source)
-    run = path if path.is_dir() else path.parent
-    if (run / "config.json").is_file() and not is_export_folder(run):
-        try:
-            info["recipe"] = json.loads((run / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
-    return info
 
 
 class _Card(NamedTuple):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import CnnzooError
-from ._format import ExportFormat, Report
+from ._format import ExportFormat, Report, register_format
 
 OPSET = 18
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| / max |logit|: the parity goal
@@ -118,3 +118,4 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
 FORMAT = ExportFormat(
     "onnx", "model.onnx", write, check, loading_snippet, write_order=10, card_parity=card_parity
 )
+register_format(FORMAT)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...artifacts.exported import load_export
 from ...errors import CnnzooError
-from ._format import ExportFormat, Report
+from ._format import ExportFormat, Report, register_format
 
 
 def write(model: nn.Module, path: Path, x: torch.Tensor) -> None:
@@ -49,3 +49,4 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
 
 # Written first: the cheap round trip of the weights, before the slow exporters.
 FORMAT = ExportFormat("safetensors", "model.safetensors", write, check, loading_snippet, write_order=0)
+register_format(FORMAT)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import CnnzooError
-from ._format import ExportFormat, Report
+from ._format import ExportFormat, Report, register_format
 
 # Runs in a fresh interpreter: TorchScript must load and run without cnnzoo (nor its source) present.
 _JIT_CHECK = """
@@ -67,3 +67,4 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
 
 
 FORMAT = ExportFormat("torchscript", "model.pt", write, check, loading_snippet, write_order=20)
+register_format(FORMAT)
