@@ -14,11 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import atomic_write, note
+from ..artifacts.source import Opened, open_source
 from ..errors import CnnzooError
 from ..runtime import EVAL_BATCH
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint, note
 
-__all__ = ["EVAL_BATCH", "evaluate_model", "evaluate_checkpoint", "plot_confusion", "format_confusion"]
+__all__ = [
+    "EVAL_BATCH",
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "default_confusion_png",
+    "plot_confusion",
+    "format_confusion",
+]
 
 
 @torch.no_grad()
@@ -76,22 +84,19 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str | None = None,
     tta: bool = False,
-) -> tuple[dict, Checkpoint]:
-    """Metrics of a run, checkpoint or bundled name (`lenet5:mnist`) on `data`'s test split, prepared exactly as
+) -> tuple[dict, Opened]:
+    """Metrics of any source (a run, checkpoint, export folder, bundled name such as `lenet5:mnist`) on `data`'s test split, prepared exactly as
     the run prepared it; `metrics["dataset"]` names the data used.
 
     `data` defaults to the dataset the checkpoint was trained on; `precision` to the one the run evaluated
     with (recorded in the checkpoint; fp32 for older runs).
     """
     from ..data import load_dataset
-    from ..inference.pretrained import is_pretrained_name, pretrained_checkpoint
     from ..runtime import autocast_dtype, resolve_device
     from .train import make_loaders
 
     dev = resolve_device(device)
-    if is_pretrained_name(str(checkpoint)):  # bundled weights, e.g. "lenet5:mnist" (SHA-256 checked)
-        checkpoint = pretrained_checkpoint(str(checkpoint))
-    ckpt = load_checkpoint(checkpoint, dev)
+    ckpt = open_source(checkpoint, dev)  # any source: a run, a checkpoint, an export folder, bundled weights...
     data = data or ckpt.meta.get("dataset")
     if not data:
         raise CnnzooError(f"{checkpoint} does not record the dataset it was trained on: name one with --data")
@@ -115,6 +120,17 @@ def evaluate_checkpoint(
     amp = autocast_dtype(precision or meta.get("eval_precision", "fp32"), dev)
     metrics = evaluate_model(ckpt.model, test, amp=amp, tta=tta, num_classes=len(ckpt.classes))
     return {**metrics, "dataset": data}, ckpt
+
+
+def default_confusion_png(opened: Opened, data: str) -> Path | None:
+    """Where `evaluate` draws the confusion matrix unless told: beside the checkpoint (in the run or export
+    folder, beside a weights file); never into the installed package (bundled weights) or a download."""
+    kind, path = opened.spec.kind, opened.spec.path
+    if kind in ("bundled", "torchvision"):
+        return None
+    folder = path if kind == "export" else opened.path.parent
+    safe = data.replace(":", "_").replace("/", "_").replace("\\", "_")
+    return folder / f"confusion-{safe}.png"
 
 
 def check_classes_match(meta: dict, info) -> None:
