@@ -113,7 +113,7 @@ class TrainResult:
 
 def check_image_size(cfg: TrainConfig) -> None:
     """Refuse, before any work, an --image-size the model cannot take (below its minimum, above a maximum)."""
-    from ..models._registry import check_input_size
+    from ..models._builder import check_input_size
     from ..summary.probe import probe_input
 
     if not cfg.image_size:
