@@ -28,12 +28,12 @@ from ..data import load_dataset
 from ..data.base import Splits
 from ..models import count_params, create_model, list_models, model_info
 from ..summary import summarize
+from . import _md as md
 from ._common import (
     StudyRun,
     fit_quiet,
     images_per_second,
     load_results,
-    md_table,
     provenance_lines,
     pyplot,
     save_figure,
@@ -428,69 +428,78 @@ def _speed_note(speed: dict, out: Path) -> list[str]:
 
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
-    models, speed = results["models"], results["speed"]
-    lines = [
-        "# Every architecture: cost, speed on this CPU, and the published accuracy",
-        "",
-    ] + provenance_lines(results)
-    lines += [
-        "Ours: parameters (the registry's default head: 1000 classes for ImageNet models, 10 for LeNet and the CIFAR "
-        "ResNets), MACs per image at the native input (`cnnzoo summary`), minimum input side, and speed on this CPU. "
-        f"Speed source: **{speed['source']}**. Published: torchvision's acc@1/acc@5 and GFLOPS for its ImageNet "
-        "weights, and the papers' top-5 errors (cited, not measured here: there is no ImageNet on this machine).",
-        "",
-    ] + _speed_note(speed, out)
-    rows = []
-    for name, m in models.items():
-        s = speed["models"].get(name)
-        tv = TORCHVISION.get(name)
-        rows.append(
+    lines = md.document(
+        "Every architecture: cost, speed on this CPU, and the published accuracy",
+        provenance_lines(results),
+        "Ours: parameters (the registry's default head: 1000 classes for ImageNet models, 10 for LeNet and the "
+        "CIFAR ResNets), MACs per image at the native input (`cnnzoo summary`), minimum input side, and speed on "
+        f"this CPU. Speed source: **{results['speed']['source']}**. Published: torchvision's acc@1/acc@5 and "
+        "GFLOPS for its ImageNet weights, and the papers' top-5 errors (cited, not measured here: there is no "
+        "ImageNet on this machine).",
+        _speed_note(results["speed"], out),
+        _models_table(results),
+        md.section(
+            "The papers' ImageNet figures",
+            md.table(
+                ["model", "top-5 error %", "what", "source"],
+                [[f"`{m}`", f"{e}", w, s] for m, w, e, s in PUBLISHED],
+            ),
+        ),
+        _figures_section(results["models"]),
+        _pictures_section(results.get("pictures", {}), out),
+        "Raw numbers: [results.json](results.json).",
+    )
+    _plots(results, out)
+    return write_readme(out, lines)
+
+
+def _model_row(name: str, m: dict, s: dict | None) -> list:
+    """One model's row: our counts, our speed (if measured) and torchvision's figures (if it has weights)."""
+    tv = TORCHVISION.get(name)
+    aux = f" ({m['params_without_aux']:,} without aux. heads)" if m.get("params_without_aux") else ""
+    return [
+        f"`{name}`",
+        m["family"],
+        f"{m['params']:,}{aux}",
+        f"{_fmt_macs(m['macs'])} at {m['input']}",
+        m["min_input"],
+        f"{s['forward']:,.1f}" if s else "-",
+        f"{s['train']:,.1f}" if s else "-",
+        f"{s['size']} px, batch {s['batch']}" if s else "not measured",
+        f"{tv[0]:.1f} / {tv[1]:.1f}" if tv else "-",
+        f"{tv[2]:.3f} ({m['macs'] / 1e9 / tv[2]:.3f}x)" if tv else "-",
+    ]
+
+
+def _models_table(results: dict) -> list[str]:
+    """Every model's row, and for how many our MACs equal torchvision's published GFLOPS."""
+    models, speed = results["models"], results["speed"]["models"]
+    rows = [_model_row(name, m, speed.get(name)) for name, m in models.items()]
+    weighted = [n for n in TORCHVISION if n in models]
+    agree = [n for n in weighted if abs(models[n]["macs"] / 1e9 / TORCHVISION[n][2] - 1) < 0.005]
+    return md.join(
+        md.table(
             [
-                f"`{name}`",
-                m["family"],
-                f"{m['params']:,}"
-                + (
-                    f" ({m['params_without_aux']:,} without aux. heads)"
-                    if m.get("params_without_aux")
-                    else ""
-                ),
-                f"{_fmt_macs(m['macs'])} at {m['input']}",
-                m["min_input"],
-                f"{s['forward']:,.1f}" if s else "-",
-                f"{s['train']:,.1f}" if s else "-",
-                f"{s['size']} px, batch {s['batch']}" if s else "not measured",
-                f"{tv[0]:.1f} / {tv[1]:.1f}" if tv else "-",
-                f"{tv[2]:.3f} ({m['macs'] / 1e9 / tv[2]:.3f}x)" if tv else "-",
-            ]
-        )
-    lines += md_table(
-        [
-            "model",
-            "family",
-            "parameters",
-            "MACs/image",
-            "min side",
-            "forward img/s",
-            "train img/s",
-            "speed at",
-            "torchvision acc@1 / acc@5 %",
-            "torchvision GFLOPS (ours / theirs)",
-        ],
-        rows,
+                "model",
+                "family",
+                "parameters",
+                "MACs/image",
+                "min side",
+                "forward img/s",
+                "train img/s",
+                "speed at",
+                "torchvision acc@1 / acc@5 %",
+                "torchvision GFLOPS (ours / theirs)",
+            ],
+            rows,
+        ),
+        f'Our MAC counts equal torchvision\'s published "GFLOPS" (which count multiply-accumulates) within 0.5% '
+        f"for {len(agree)} of {len(weighted)} models.",
     )
-    agree = [
-        n for n in TORCHVISION if n in models and abs(models[n]["macs"] / 1e9 / TORCHVISION[n][2] - 1) < 0.005
-    ]
-    lines += [
-        f'Our MAC counts equal torchvision\'s published "GFLOPS" (which count multiply-accumulates) within 0.5% for '
-        f"{len(agree)} of {len([n for n in TORCHVISION if n in models])} models.",
-        "",
-        "## The papers' ImageNet figures",
-        "",
-    ]
-    lines += md_table(
-        ["model", "top-5 error %", "what", "source"], [[f"`{m}`", f"{e}", w, s] for m, w, e, s in PUBLISHED]
-    )
+
+
+def _figures_section(models: dict) -> list[str]:
+    """What the published accuracy and our counts say together: rank correlations, size, efficiency."""
     names = [n for n in TORCHVISION if n in models]
     acc = [TORCHVISION[n][0] for n in names]
     rho_macs = spearman(acc, [models[n]["macs"] for n in names])
@@ -498,48 +507,54 @@ def write_report(results: dict, out: Path) -> Path:
     per_gmac = sorted(names, key=lambda n: -TORCHVISION[n][0] / (models[n]["macs"] / 1e9))
     most = max(names, key=lambda n: _inference_params(models[n]))
     best = max(names, key=lambda n: TORCHVISION[n][0])
-    lines += [
-        "## What the figures say",
-        "",
-        f"- AlexNet's 15.3% top-5 against the runner-up's 26.2% in ILSVRC-2012: a {26.2 - 15.3:.1f}-point margin (published).",
-        f"- Rank correlation of torchvision's top-1 accuracy with our MAC count: {rho_macs:.2f}; with the parameter "
-        f"count at inference: {rho_params:.2f} ({len(names)} models with torchvision weights; GoogLeNet and Inception v3 "
-        "without their auxiliary heads, as the weights are published). "
-        + (
-            "Computation predicts accuracy better than parameters do."
-            if rho_macs > rho_params
-            else "Parameters predict it at least as well as computation."
-        ),
-        f"- The most parameters, `{most}` ({_inference_params(models[most]) / 1e6:.0f} M), is "
-        + ("also" if most == best else "not")
-        + f" the most accurate: `{best}` ({TORCHVISION[best][0]:.1f}% with {_inference_params(models[best]) / 1e6:.0f} M).",
-        f"- Accuracy per G MAC: best `{per_gmac[0]}`, `{per_gmac[1]}`, `{per_gmac[2]}`; worst `{per_gmac[-1]}`.",
-        "",
-        "![accuracy](accuracy.png)",
-        "",
-        "![speed](speed.png)",
-        "",
-    ]
-    pics = results.get("pictures", {})
-    if pics.get("models"):
-        lines += [
-            "## What the layers learn",
-            "",
-            f"Each network trained from scratch on {pics['train_images']:,} MNIST images for {pics['epochs']} epoch(s) "
-            f"(seed 0), then seen through `cnnzoo.explain`: first-layer filters, feature maps of one test digit, and "
-            "Grad-CAM at the last conv stage with gradient saliency. These pictures are made by the run (re-rendering "
-            "the report keeps them).",
-            "",
-        ]
-        for name, m in pics["models"].items():
-            lines += [
-                f"**`{name}`** ({m['test_acc']:.1f}% on {pics['test_images']:,} MNIST test images, {m['image_size']}x{m['image_size']} input)",
-                "",
+    predicts = (
+        "Computation predicts accuracy better than parameters do."
+        if rho_macs > rho_params
+        else "Parameters predict it at least as well as computation."
+    )
+    return md.section(
+        "What the figures say",
+        md.bullets(
+            [
+                "AlexNet's 15.3% top-5 against the runner-up's 26.2% in ILSVRC-2012: a "
+                f"{26.2 - 15.3:.1f}-point margin (published).",
+                f"Rank correlation of torchvision's top-1 accuracy with our MAC count: {rho_macs:.2f}; with the "
+                f"parameter count at inference: {rho_params:.2f} ({len(names)} models with torchvision weights; "
+                "GoogLeNet and Inception v3 without their auxiliary heads, as the weights are published). "
+                + predicts,
+                f"The most parameters, `{most}` ({_inference_params(models[most]) / 1e6:.0f} M), is "
+                + ("also" if most == best else "not")
+                + f" the most accurate: `{best}` ({TORCHVISION[best][0]:.1f}% with "
+                f"{_inference_params(models[best]) / 1e6:.0f} M).",
+                f"Accuracy per G MAC: best `{per_gmac[0]}`, `{per_gmac[1]}`, `{per_gmac[2]}`; worst "
+                f"`{per_gmac[-1]}`.",
             ]
-            lines += [f"![{f}]({f})" for f in m["files"] if (out / f).exists()] + [""]
-    lines += ["Raw numbers: [results.json](results.json).", ""]
-    _plots(results, out)
-    return write_readme(out, lines)
+        ),
+        md.figure("accuracy.png"),
+        md.figure("speed.png"),
+    )
+
+
+def _pictures_section(pics: dict, out: Path) -> list[str]:
+    """The trained networks' filters, feature maps and Grad-CAM, where the run made them (none otherwise)."""
+    if not pics.get("models"):
+        return []
+    per_model = [
+        md.join(
+            f"**`{name}`** ({m['test_acc']:.1f}% on {pics['test_images']:,} MNIST test images, "
+            f"{m['image_size']}x{m['image_size']} input)",
+            [f"![{f}]({f})" for f in m["files"] if (out / f).exists()] + [""],
+        )
+        for name, m in pics["models"].items()
+    ]
+    return md.section(
+        "What the layers learn",
+        f"Each network trained from scratch on {pics['train_images']:,} MNIST images for {pics['epochs']} "
+        "epoch(s) (seed 0), then seen through `cnnzoo.explain`: first-layer filters, feature maps of one test "
+        "digit, and Grad-CAM at the last conv stage with gradient saliency. These pictures are made by the run "
+        "(re-rendering the report keeps them).",
+        *per_model,
+    )
 
 
 def finding(results: dict) -> tuple[str, str]:

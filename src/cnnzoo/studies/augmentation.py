@@ -24,12 +24,12 @@ import torch
 from ..data import load_dataset
 from ..data.base import Splits
 from ..models import create_model
+from . import _md as md
 from ._common import (
     StudyRun,
     accuracy_on,
     fit_quiet,
     load_results,
-    md_table,
     mean_std,
     provenance_lines,
     pyplot,
@@ -254,54 +254,50 @@ def _plots(results: dict, out: Path) -> list[str]:
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     p = results["preset_config"]
-    lines = ["# Augmentation: when crops and flips help, and when they stop", ""] + provenance_lines(results)
-    lines += [
-        f"Model `{MODEL}`; {p.get('optimizer', 'sgd')}, one-cycle lr {p['lr']}, batch {p['batch_size']}, weight decay "
-        f"{p.get('weight_decay', 5e-4)}. Each run takes at "
-        f"least {p['min_seen']:,} training images ({', '.join(f'{n} images: {epochs_for(n, _preset(p))} epochs' for n in p['sizes'])}). "
-        "Training accuracy is measured after training, in eval mode, on the run's own training images without "
-        "augmentation; the gap is training minus test accuracy. Augmentations: "
+    epochs = ", ".join(f"{n} images: {epochs_for(n, _preset(p))} epochs" for n in p["sizes"])
+    lines = md.document(
+        "Augmentation: when crops and flips help, and when they stop",
+        provenance_lines(results),
+        f"Model `{MODEL}`; {p.get('optimizer', 'sgd')}, one-cycle lr {p['lr']}, batch {p['batch_size']}, weight "
+        f"decay {p.get('weight_decay', 5e-4)}. Each run takes at least {p['min_seen']:,} training images "
+        f"({epochs}). Training accuracy is measured after training, in eval mode, on the run's own training images "
+        "without augmentation; the gap is training minus test accuracy. Augmentations: "
         + ", ".join(f"**{k}** (`{v}`)" for k, v in results["conditions"].items())
         + ".",
-        "",
-    ]
-    for data, cells_by_size in results["grid"].items():
-        conditions = DATASETS[data]
-        lines += [f"## {data} ({results[f'test_images_{data}']:,} test images)", ""]
-        rows = []
-        for n, cells in cells_by_size.items():
-            for c in conditions:
-                (ta, ts), (tr, _), (g, gs) = (
-                    _m(cells[c], "test_acc"),
-                    _m(cells[c], "train_acc"),
-                    _m(cells[c], "gap"),
-                )
-                rows.append(
-                    [
-                        n,
-                        c,
-                        f"{tr:.1f}",
-                        f"{ta:.2f} ± {ts:.2f}",
-                        f"{g:.1f} ± {gs:.1f}",
-                        f"{_m(cells[c], 'seconds')[0]:.0f} s",
-                    ]
-                )
-        lines += md_table(
-            ["train images", "augmentation", "train acc %", "test acc %", "gap (points)", "time per run"],
-            rows,
-        )
-        lines += [f"![{data}]({data}.png)", ""]
-    lines += ["## Which claims held here", ""]
-    for verdict, claim, figures in claims(results):
-        lines.append(f"- **{verdict}**: {claim} ({figures}).")
-    lines += [
-        "",
-        "A verdict needs every difference beyond the larger standard deviation over seeds; otherwise it is "
-        "inconclusive. Raw numbers, every run: [results.json](results.json).",
-        "",
-    ]
+        *(_grid_section(results, data) for data in results["grid"]),
+        md.section(
+            "Which claims held here",
+            md.verdicts(claims(results)),
+            "A verdict needs every difference beyond the larger standard deviation over seeds; otherwise it is "
+            "inconclusive. Raw numbers, every run: [results.json](results.json).",
+        ),
+    )
     _plots(results, out)
     return write_readme(out, lines)
+
+
+def _grid_section(results: dict, data: str) -> list[str]:
+    """One dataset's grid: accuracies and gap per training-set size and augmentation."""
+    rows = []
+    for n, cells in results["grid"][data].items():
+        for c in DATASETS[data]:
+            (ta, ts), (tr, _), (g, gs) = (
+                _m(cells[c], "test_acc"),
+                _m(cells[c], "train_acc"),
+                _m(cells[c], "gap"),
+            )
+            seconds = _m(cells[c], "seconds")[0]
+            rows.append(
+                [n, c, f"{tr:.1f}", f"{ta:.2f} ± {ts:.2f}", f"{g:.1f} ± {gs:.1f}", f"{seconds:.0f} s"]
+            )
+    return md.section(
+        f"{data} ({results[f'test_images_{data}']:,} test images)",
+        md.table(
+            ["train images", "augmentation", "train acc %", "test acc %", "gap (points)", "time per run"],
+            rows,
+        ),
+        md.figure(f"{data}.png"),
+    )
 
 
 def _preset(d: dict) -> Preset:

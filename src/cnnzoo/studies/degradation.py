@@ -28,12 +28,12 @@ from torch import nn
 from ..data import load_dataset
 from ..data.base import Splits
 from ..models import count_params, create_model
+from . import _md as md
 from ._common import (
     StudyRun,
     accuracy_on,
     fit_quiet,
     load_results,
-    md_table,
     mean_std,
     pm,
     provenance_lines,
@@ -237,85 +237,86 @@ def _ratio(g: list[float]) -> float:
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     p = results["preset_config"]
-    lines = ["# Degradation: deeper plain networks train worse, ResNets do not", ""] + provenance_lines(
-        results
-    )
-    lines += [
-        f"Budget: {DATA} resized to {p['image_size']}x{p['image_size']}, {results['train_images']:,} training images "
-        f"(a seeded random subset per seed), {p['epochs']} epochs; test on {results['test_images']:,} test images. "
-        f"One recipe for all four: SGD momentum 0.9, one-cycle learning rate peaking at {p['lr']}, weight decay "
-        f"{p['weight_decay']}, batch {p['batch_size']}, no augmentation. The paper trains 64k iterations on CIFAR-10 "
-        "(about 160 epochs); this is a few minutes of a shared 2-core CPU, so the curves show the start of training.",
-        "",
-        "## Final errors",
-        "",
-    ]
-    rows = []
-    for name, run in results["runs"].items():
-        rows.append(
-            [
-                f"`{name}`",
-                f"{run['params']:,}",
-                pm(_final(results, name)),
-                pm(_final(results, name, "final_test_error")),
-                f"{PAPER_TEST_ERROR[name]}% (CIFAR-10, Table 6)"
-                if name in PAPER_TEST_ERROR
-                else "curves only (Fig. 6)",
-                f"{mean_std(s['seconds'] for s in run['seeds'])[0]:.0f} s",
-            ]
-        )
-    lines += md_table(
-        ["model", "parameters", "training error % (eval mode)", "test error %", "paper", "time per run"], rows
-    )
-    v, figures = verdict(results)
-    lines += [
-        f"**{v} here**: the claim is that plain-56 trains worse than plain-20 while resnet-56 does not train worse "
-        f"than resnet-20 ({'; '.join(figures)}; a difference counts only beyond the larger standard deviation).",
-        "",
-        "![curves](curves.png)",
-        "",
-        "## Gradients per layer",
-        "",
-    ]
-    rows = []
-    for name, g in results["gradients"].items():
-        rows.append(
-            [
-                f"`{name}`",
-                f"{g['init'][0]:.3g}",
-                f"{_ratio(g['init']):.2f}",
-                f"{g['epoch1'][0]:.3g}",
-                f"{_ratio(g['epoch1']):.2f}",
-            ]
-        )
-    lines += md_table(
-        [
-            "model",
-            "first conv's gradient norm, init",
-            "first / median layer, init",
-            "first conv, after 1 epoch",
-            "first / median, after 1 epoch",
-        ],
-        rows,
-    )
-    g56 = results["gradients"]["plain56"]
-    r56 = results["gradients"]["resnet56"]
-    lines += [
-        f"At initialisation the gradient reaching plain-56's first convolution is {_ratio(g56['init']):.1f}x the median "
-        f"layer's ({'larger: it grows towards the input' if _ratio(g56['init']) > 1 else 'smaller: it shrinks towards the input'}); "
-        f"after one epoch it is {_ratio(g56['epoch1']):.2f}x, against {_ratio(r56['epoch1']):.2f}x in resnet-56.",
-        "",
-        "The gradient of the cross-entropy on one fixed batch of training images, per layer. With BatchNorm in "
-        "every block (as in the paper) the plain networks' gradients need not vanish; the paper itself argues the "
-        "degradation is not caused by vanishing gradients (sec. 4.1), and these numbers show whether that held here.",
-        "",
-        "![gradients](gradients.png)",
-        "",
+    lines = md.document(
+        "Degradation: deeper plain networks train worse, ResNets do not",
+        provenance_lines(results),
+        f"Budget: {DATA} resized to {p['image_size']}x{p['image_size']}, {results['train_images']:,} training "
+        f"images (a seeded random subset per seed), {p['epochs']} epochs; test on {results['test_images']:,} test "
+        f"images. One recipe for all four: SGD momentum 0.9, one-cycle learning rate peaking at {p['lr']}, weight "
+        f"decay {p['weight_decay']}, batch {p['batch_size']}, no augmentation. The paper trains 64k iterations on "
+        "CIFAR-10 (about 160 epochs); this is a few minutes of a shared 2-core CPU, so the curves show the start "
+        "of training.",
+        _errors_section(results),
+        _gradients_section(results["gradients"]),
         "Raw numbers, every run and epoch: [results.json](results.json).",
-        "",
-    ]
+    )
     _plots(results, out)
     return write_readme(out, lines)
+
+
+def _errors_section(results: dict) -> list[str]:
+    """Final training and test errors of the four networks, and the verdict on He et al.'s claim."""
+    rows = [
+        [
+            f"`{name}`",
+            f"{run['params']:,}",
+            pm(_final(results, name)),
+            pm(_final(results, name, "final_test_error")),
+            f"{PAPER_TEST_ERROR[name]}% (CIFAR-10, Table 6)"
+            if name in PAPER_TEST_ERROR
+            else "curves only (Fig. 6)",
+            f"{mean_std(s['seconds'] for s in run['seeds'])[0]:.0f} s",
+        ]
+        for name, run in results["runs"].items()
+    ]
+    v, figures = verdict(results)
+    return md.section(
+        "Final errors",
+        md.table(
+            ["model", "parameters", "training error % (eval mode)", "test error %", "paper", "time per run"],
+            rows,
+        ),
+        f"**{v} here**: the claim is that plain-56 trains worse than plain-20 while resnet-56 does not train worse "
+        f"than resnet-20 ({'; '.join(figures)}; a difference counts only beyond the larger standard deviation).",
+        md.figure("curves.png"),
+    )
+
+
+def _gradients_section(gradients: dict) -> list[str]:
+    """The gradient reaching each network's first convolution, against the median layer's."""
+    rows = [
+        [
+            f"`{name}`",
+            f"{g['init'][0]:.3g}",
+            f"{_ratio(g['init']):.2f}",
+            f"{g['epoch1'][0]:.3g}",
+            f"{_ratio(g['epoch1']):.2f}",
+        ]
+        for name, g in gradients.items()
+    ]
+    g56, r56 = gradients["plain56"], gradients["resnet56"]
+    grows = _ratio(g56["init"]) > 1
+    return md.section(
+        "Gradients per layer",
+        md.table(
+            [
+                "model",
+                "first conv's gradient norm, init",
+                "first / median layer, init",
+                "first conv, after 1 epoch",
+                "first / median, after 1 epoch",
+            ],
+            rows,
+        ),
+        f"At initialisation the gradient reaching plain-56's first convolution is {_ratio(g56['init']):.1f}x the "
+        f"median layer's ({'larger: it grows towards the input' if grows else 'smaller: it shrinks towards the input'}); "
+        f"after one epoch it is {_ratio(g56['epoch1']):.2f}x, against {_ratio(r56['epoch1']):.2f}x in resnet-56.",
+        "The gradient of the cross-entropy on one fixed batch of training images, per layer. With BatchNorm in "
+        "every block (as in the paper) the plain networks' gradients need not vanish; the paper itself argues the "
+        "degradation is not caused by vanishing gradients (sec. 4.1), and these numbers show whether that held "
+        "here.",
+        md.figure("gradients.png"),
+    )
 
 
 def finding(results: dict) -> tuple[str, str]:

@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from ..models import count_params, create_model
 from ..models.googlenet import INCEPTION_CFG, Inception
 from ..summary import summarize
+from . import _md as md
 from ._common import (
     StudyRun,
     computed_rf,
     load_results,
-    md_table,
     measured_rf,
     provenance_lines,
     pyplot,
@@ -283,9 +283,14 @@ def rewrite_report(out: str | Path = "reports/inception") -> Path:
 
 
 def _plots(results: dict, out: Path) -> None:
-    plt = pyplot()
-    v = results["variants"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    _plot_branches(results["variants"], out / "branches.png")
+    _plot_stack(results["stack"], out / "stack.png")
+    _plot_gradient_maps(results["gradient_maps"], out / "receptive_fields.png")
+
+
+def _plot_branches(v: dict, path: Path) -> None:
+    """Parameters and MACs per branch of inception3a, with and without the 1x1 reductions."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.6), dpi=100)
     xs = range(len(BRANCHES))
     for ax, key, unit, scale in (
         (axes[0], "params", "parameters (thousands)", 1e3),
@@ -307,11 +312,14 @@ def _plots(results: dict, out: Path) -> None:
     axes[0].set_title("parameters per branch")
     axes[1].set_title("MACs per branch (28x28 map)")
     fig.suptitle("inception3a with (Fig. 2b) and without (Fig. 2a) the 1x1 reductions", fontsize=10)
-    save_figure(fig, out / "branches.png")
+    save_figure(fig, path)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+
+def _plot_stack(stack: dict, path: Path) -> None:
+    """Channels and MACs of the nine blocks of Table 1, with and without the 1x1 reductions."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.6), dpi=100)
     for variant, style in (("naive", "o--"), ("reduced", "s-")):
-        rows = results["stack"][variant]
+        rows = stack[variant]
         names = [r["block"].replace("inception", "") for r in rows]
         axes[0].plot(names, [r["out"] for r in rows], style, label=variant)
         axes[1].plot(names, [r["macs"] / 1e6 for r in rows], style, label=variant)
@@ -326,10 +334,12 @@ def _plots(results: dict, out: Path) -> None:
     fig.suptitle(
         "The nine Inception blocks stacked, with and without 1x1 reductions (224x224 input)", fontsize=10
     )
-    save_figure(fig, out / "stack.png")
+    save_figure(fig, path)
 
-    maps = results["gradient_maps"]
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps), 3.1), dpi=100)
+
+def _plot_gradient_maps(maps: dict, path: Path) -> None:
+    """Each branch's measured receptive field: the input pixels one output unit's gradient reaches."""
+    fig, axes = pyplot().subplots(1, len(maps), figsize=(2.4 * len(maps), 3.1), dpi=100)
     for ax, (name, g) in zip(axes, maps.items(), strict=True):
         t = torch.tensor(g)
         ax.imshow((t > 0).numpy(), cmap="Greys", vmin=0, vmax=1)
@@ -342,7 +352,7 @@ def _plots(results: dict, out: Path) -> None:
         "Measured receptive fields: input pixels with a non-zero gradient of one output unit (black)",
         fontsize=9,
     )
-    save_figure(fig, out / "receptive_fields.png")
+    save_figure(fig, path)
 
 
 def _rf(r: dict, key: str) -> str:
@@ -352,49 +362,40 @@ def _rf(r: dict, key: str) -> str:
 
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
-    v = results["variants"]
-    cfg = results["module"]["config"]
-    lines = ["# Inception: one module taken apart", ""] + provenance_lines(results)
-    lines += [
-        f"No training: every figure is counted or measured on the modules. Module `{results['module']['name']}` "
+    cfg, module = results["module"]["config"], results["module"]
+    lines = md.document(
+        "Inception: one module taken apart",
+        provenance_lines(results),
+        f"No training: every figure is counted or measured on the modules. Module `{module['name']}` "
         f"(Table 1: {cfg[0]} input channels; 1x1: {cfg[1]}; 3x3 reduce {cfg[2]} -> 3x3 {cfg[3]}; 5x5 reduce {cfg[4]} "
-        f"-> 5x5 {cfg[5]}; pool proj {cfg[6]}) on its {results['module']['side']}x{results['module']['side']} map. "
+        f"-> 5x5 {cfg[5]}; pool proj {cfg[6]}) on its {module['side']}x{module['side']} map. "
         "`reduced` and `naive` are the paper's Fig. 2b and 2a (convolutions with biases, no BatchNorm); "
         "`cnnzoo googlenet` is the block of `cnnzoo.models.googlenet` (torchvision's layout: BatchNorm, and a "
         "3x3 where the paper has 5x5).",
-        "",
-        "## Branches: parameters, MACs, channels, receptive fields",
-        "",
-    ]
-    for key in ("reduced", "naive", "cnnzoo googlenet"):
-        rows = []
-        for b in BRANCHES:
-            r = v[key]["branches"][b]
-            rows.append(
-                [
-                    b,
-                    f"{r['params']:,}",
-                    f"{r['macs'] / 1e6:.1f} M",
-                    r["channels"],
-                    _rf(r, "rf"),
-                    _rf(r, "rf_measured"),
-                ]
-            )
-        t = v[key]["total"]
-        rows.append(
-            [
-                "**module**",
-                f"**{t['params']:,}**",
-                f"**{t['macs'] / 1e6:.1f} M**",
-                f"**{t['channels']}**",
-                _rf(t, "rf"),
-                _rf(t, "rf_measured"),
-            ]
-        )
-        lines += [f"**{key}** (forward {v[key]['forward_ms_per_image']:.2f} ms per image, measured)", ""]
-        lines += md_table(
-            ["branch", "parameters", "MACs/image", "out channels", "RF computed", "RF measured"], rows
-        )
+        _branches_section(results),
+        _stack_section(results),
+        _sizes_section(results),
+        "Raw numbers: [results.json](results.json).",
+    )
+    _plots(results, out)
+    return write_readme(out, lines)
+
+
+def _branch_table(variant: dict) -> list[str]:
+    """One variant's branches, then the module in bold: parameters, MACs, channels, receptive fields."""
+    rows = []
+    for name, r in [*((b, variant["branches"][b]) for b in BRANCHES), ("**module**", variant["total"])]:
+        cells = [f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", r["channels"]]
+        if r is variant["total"]:
+            cells = [f"**{c}**" for c in cells]
+        rows.append([name, *cells, _rf(r, "rf"), _rf(r, "rf_measured")])
+    return md.table(
+        ["branch", "parameters", "MACs/image", "out channels", "RF computed", "RF measured"], rows
+    )
+
+
+def _branches_section(results: dict) -> list[str]:
+    v, cfg = results["variants"], results["module"]["config"]
     red, naive = v["reduced"]["total"], v["naive"]["total"]
     agree = all(
         _rf(r, "rf") == _rf(r, "rf_measured")
@@ -403,106 +404,100 @@ def write_report(results: dict, out: Path) -> Path:
         if "rf_measured" in r
     )
     b3 = v["cnnzoo googlenet"]["branches"]["5x5"]
-    lines += [
-        f"- **The 1x1 reductions**: without them the module has {naive['params'] / red['params']:.1f}x the parameters "
-        f"({naive['params']:,} vs {red['params']:,}) and {naive['macs'] / red['macs']:.1f}x the MACs "
-        f"({naive['macs'] / 1e6:.0f} M vs {red['macs'] / 1e6:.0f} M per image); forward time "
-        f"{v['naive']['forward_ms_per_image'] / v['reduced']['forward_ms_per_image']:.1f}x. The 5x5 branch alone: "
-        f"{v['naive']['branches']['5x5']['params']:,} parameters without its 1x1 reduction, "
-        f"{v['reduced']['branches']['5x5']['params']:,} with it.",
-        f"- **Concatenation** stacks the branches along channels: {' + '.join(str(v['reduced']['branches'][b]['channels']) for b in BRANCHES)} "
-        f"= {red['channels']} output channels (naive: {' + '.join(str(v['naive']['branches'][b]['channels']) for b in BRANCHES)} "
-        f"= {naive['channels']}: the unprojected pool branch carries all {cfg[0]} input channels along).",
-        f"- **Receptive fields**: computed and measured agree for every branch: {'yes' if agree else 'NO'}. "
-        "The module's field is its widest branch's (the branches are centred on the same pixel). "
-        f"cnnzoo's `googlenet` \"5x5\" branch measures {_rf(b3, 'rf_measured')}: it is a 3x3, as in torchvision's "
-        "port of the TensorFlow weights (pytorch/vision issue #906).",
-        "",
-        "![branches](branches.png)",
-        "",
-        "![receptive fields](receptive_fields.png)",
-        "",
-        "## Stacked: the nine blocks of Table 1",
-        "",
-    ]
-    rows = []
-    for r, n in zip(results["stack"]["reduced"], results["stack"]["naive"], strict=True):
-        rows.append(
-            [
-                r["block"],
-                f"{r['side']}x{r['side']}",
-                f"{r['in']} -> {r['out']}",
-                f"{r['params']:,}",
-                f"{r['macs'] / 1e6:.0f} M",
-                f"{n['in']} -> {n['out']}",
-                f"{n['params']:,}",
-                f"{n['macs'] / 1e6:.0f} M",
-            ]
+
+    def widths(key: str) -> str:
+        return " + ".join(str(v[key]["branches"][b]["channels"]) for b in BRANCHES)
+
+    tables = [
+        md.join(
+            f"**{key}** (forward {v[key]['forward_ms_per_image']:.2f} ms per image, measured)",
+            _branch_table(v[key]),
         )
-    lines += md_table(
-        ["block", "map", "reduced: channels", "params", "MACs", "naive: channels", "params", "MACs"], rows
+        for key in ("reduced", "naive", "cnnzoo googlenet")
+    ]
+    return md.section(
+        "Branches: parameters, MACs, channels, receptive fields",
+        *tables,
+        md.bullets(
+            [
+                f"**The 1x1 reductions**: without them the module has {naive['params'] / red['params']:.1f}x the "
+                f"parameters ({naive['params']:,} vs {red['params']:,}) and {naive['macs'] / red['macs']:.1f}x the MACs "
+                f"({naive['macs'] / 1e6:.0f} M vs {red['macs'] / 1e6:.0f} M per image); forward time "
+                f"{v['naive']['forward_ms_per_image'] / v['reduced']['forward_ms_per_image']:.1f}x. The 5x5 branch "
+                f"alone: {v['naive']['branches']['5x5']['params']:,} parameters without its 1x1 reduction, "
+                f"{v['reduced']['branches']['5x5']['params']:,} with it.",
+                f"**Concatenation** stacks the branches along channels: {widths('reduced')} = {red['channels']} output "
+                f"channels (naive: {widths('naive')} = {naive['channels']}: the unprojected pool branch carries all "
+                f"{cfg[0]} input channels along).",
+                f"**Receptive fields**: computed and measured agree for every branch: {'yes' if agree else 'NO'}. "
+                "The module's field is its widest branch's (the branches are centred on the same pixel). "
+                f'cnnzoo\'s `googlenet` "5x5" branch measures {_rf(b3, "rf_measured")}: it is a 3x3, as in '
+                "torchvision's port of the TensorFlow weights (pytorch/vision issue #906).",
+            ]
+        ),
+        md.figure("branches.png"),
+        md.figure("receptive_fields.png", "receptive fields"),
     )
-    sr = sum(r["params"] for r in results["stack"]["reduced"])
-    sn = sum(r["params"] for r in results["stack"]["naive"])
-    mr = sum(r["macs"] for r in results["stack"]["reduced"])
-    mn = sum(r["macs"] for r in results["stack"]["naive"])
-    lines += [
+
+
+def _stack_section(results: dict) -> list[str]:
+    reduced, naive = results["stack"]["reduced"], results["stack"]["naive"]
+    rows = [
+        [
+            r["block"],
+            f"{r['side']}x{r['side']}",
+            f"{r['in']} -> {r['out']}",
+            f"{r['params']:,}",
+            f"{r['macs'] / 1e6:.0f} M",
+            f"{n['in']} -> {n['out']}",
+            f"{n['params']:,}",
+            f"{n['macs'] / 1e6:.0f} M",
+        ]
+        for r, n in zip(reduced, naive, strict=True)
+    ]
+    sr, sn = sum(r["params"] for r in reduced), sum(r["params"] for r in naive)
+    mr, mn = sum(r["macs"] for r in reduced), sum(r["macs"] for r in naive)
+    return md.section(
+        "Stacked: the nine blocks of Table 1",
+        md.table(
+            ["block", "map", "reduced: channels", "params", "MACs", "naive: channels", "params", "MACs"], rows
+        ),
         f"All nine blocks: {sr:,} parameters and {mr / 1e9:.2f} G MACs with reductions, {sn:,} and {mn / 1e9:.2f} G "
         f'without ({sn / sr:.0f}x and {mn / mr:.0f}x): why the paper uses 1x1 convolutions "mainly as dimension '
         'reduction modules to remove computational bottlenecks" (Szegedy et al. 2014, sec. 2).',
-        "",
-        "![stack](stack.png)",
-        "",
-    ]
+        md.figure("stack.png"),
+    )
+
+
+def _sizes_section(results: dict) -> list[str]:
     s = results["sizes"]
-    paper_layers = s["googlenet_paper_layers"]
+    paper = s["googlenet_paper_layers"]
     ratio = s["alexnet2012"] / s["googlenet"]
     held = ratio >= PAPER_RATIO - 0.5
-    lines += [
-        "## GoogLeNet against AlexNet",
-        "",
-        *md_table(
-            ["network", "parameters", "AlexNet (2012) / it"],
-            [
-                ["`alexnet2012` (the paper's AlexNet)", f"{s['alexnet2012']:,}", "1.0"],
-                [
-                    "`googlenet` without auxiliary heads (cnnzoo, torchvision's layout)",
-                    f"{s['googlenet']:,}",
-                    f"{ratio:.1f}",
-                ],
-                [
-                    "`googlenet` with both auxiliary heads (training only)",
-                    f"{s['googlenet_with_aux']:,}",
-                    f"{s['alexnet2012'] / s['googlenet_with_aux']:.1f}",
-                ],
-                [
-                    "GoogLeNet as published (5x5 branches, biases, no BatchNorm)",
-                    f"{paper_layers['params']:,}",
-                    f"{s['alexnet2012'] / paper_layers['params']:.1f}",
-                ],
-                [
-                    "... without its 1024 -> 1000 classifier",
-                    f"{paper_layers['without_classifier']:,}",
-                    f"{s['alexnet2012'] / paper_layers['without_classifier']:.1f}",
-                ],
-                [
-                    "the papers' round figures (5 M vs 60 M)",
-                    f"{PAPER_GOOGLENET_PARAMS:,}",
-                    f"{PAPER_ALEXNET_PARAMS / PAPER_GOOGLENET_PARAMS:.0f}",
-                ],
-            ],
-        ),
-        f'**{"Held" if held else "Did not hold"} here** ("{PAPER_RATIO} times fewer parameters", Szegedy et al. 2014, sec. 1): '
-        f"counted, GoogLeNet has {ratio:.1f}x fewer parameters than AlexNet, not {PAPER_RATIO}x. The {PAPER_RATIO}x is "
-        f"the papers' round 5 M against 60 M; the published layers count {paper_layers['params'] / 1e6:.1f} M "
-        f"({paper_layers['without_classifier'] / 1e6:.1f} M without the classifier). Still about an order of magnitude "
-        "fewer, with more computation per parameter (see `reports/architectures`).",
-        "",
-        "Raw numbers: [results.json](results.json).",
-        "",
+    rows = [
+        ["`alexnet2012` (the paper's AlexNet)", s["alexnet2012"]],
+        ["`googlenet` without auxiliary heads (cnnzoo, torchvision's layout)", s["googlenet"]],
+        ["`googlenet` with both auxiliary heads (training only)", s["googlenet_with_aux"]],
+        ["GoogLeNet as published (5x5 branches, biases, no BatchNorm)", paper["params"]],
+        ["... without its 1024 -> 1000 classifier", paper["without_classifier"]],
     ]
-    _plots(results, out)
-    return write_readme(out, lines)
+    rows = [[name, f"{n:,}", f"{s['alexnet2012'] / n:.1f}"] for name, n in rows]
+    rows.append(
+        [
+            "the papers' round figures (5 M vs 60 M)",
+            f"{PAPER_GOOGLENET_PARAMS:,}",
+            f"{PAPER_ALEXNET_PARAMS / PAPER_GOOGLENET_PARAMS:.0f}",
+        ]
+    )
+    return md.section(
+        "GoogLeNet against AlexNet",
+        md.table(["network", "parameters", "AlexNet (2012) / it"], rows),
+        f'**{"Held" if held else "Did not hold"} here** ("{PAPER_RATIO} times fewer parameters", Szegedy et al. '
+        f"2014, sec. 1): counted, GoogLeNet has {ratio:.1f}x fewer parameters than AlexNet, not {PAPER_RATIO}x. "
+        f"The {PAPER_RATIO}x is the papers' round 5 M against 60 M; the published layers count "
+        f"{paper['params'] / 1e6:.1f} M ({paper['without_classifier'] / 1e6:.1f} M without the classifier). Still "
+        "about an order of magnitude fewer, with more computation per parameter (see `reports/architectures`).",
+    )
 
 
 def finding(results: dict) -> tuple[str, str]:

@@ -26,11 +26,11 @@ from ..engine.config import default_config
 from ..models import count_params, create_model
 from ..models._base import group_of
 from ..summary import summarize
+from . import _md as md
 from ._common import (
     StudyRun,
     fit_quiet,
     load_results,
-    md_table,
     mean_std,
     pm,
     provenance_lines,
@@ -262,8 +262,14 @@ def rewrite_report(out: str | Path = "reports/lenet") -> Path:
 
 
 def _plots(results: dict, out: Path) -> list[str]:
+    _plot_test_error(results, out / "test_error.png")
+    _plot_parameters(results["parameters"], out / "parameters.png")
+    return ["test_error.png", "parameters.png"]
+
+
+def _plot_test_error(results: dict, path: Path) -> None:
+    """Each run's test error per epoch (mean ± std over seeds) against the paper's two figures."""
     plt = pyplot()
-    names = []
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key, run in results["runs"].items():
         curves = [s["curve"] for s in run["seeds"]]
@@ -291,11 +297,12 @@ def _plots(results: dict, out: Path) -> list[str]:
     ax.set_title("LeNet-5 on MNIST: test error per epoch\n(mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    save_figure(fig, out / "test_error.png")
-    names.append("test_error.png")
+    save_figure(fig, path)
 
-    table = results["parameters"]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+
+def _plot_parameters(table: dict, path: Path) -> None:
+    """Trainable parameters per layer, the lecture's lenet5 beside the paper's lenet5_1998."""
+    fig, ax = pyplot().subplots(figsize=(6, 3.5), dpi=100)
     layers = [n for n in LAYER_ORDER if n in table["lecture"] or n in table["paper_model"]]
     xs = range(len(layers))
     ax.bar(
@@ -320,9 +327,7 @@ def _plots(results: dict, out: Path) -> list[str]:
     ax.set_title("Where LeNet-5's parameters are")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    save_figure(fig, out / "parameters.png")
-    names.append("parameters.png")
-    return names
+    save_figure(fig, path)
 
 
 def _pictures(results: dict, out: Path) -> list[str]:
@@ -386,68 +391,74 @@ def verdicts(results: dict) -> list[tuple[str, bool, str]]:
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     p = results["preset_config"]
-    table = results["parameters"]
-    lines = ["# LeNet-5 on MNIST, measured against LeCun et al. 1998", ""] + provenance_lines(results)
-    train_n = p["train_subset"] or 60_000
-    lines += [
-        f"Budget: {train_n:,} training images per run, {p['epochs']} epoch(s), each network's recipe "
-        "(`cnnzoo.engine.default_config`, what `cnnzoo train MODEL --data mnist` uses"
-        + (
-            ", with a gentler rate and smaller batch for `lenet5` in this short budget"
-            if p.get("short", True)
-            else ""
-        )
-        + f"; see the table and `config` in results.json); test on {results['test_images']:,} MNIST test images. "
-        f"The paper trained on all 60,000 images for {PAPER_EPOCHS} passes, so our errors are upper bounds of what "
-        "the networks reach.",
-        "",
-        "## Parameters: the lecture's table, the paper, and where they differ",
-        "",
-    ]
-    rows = []
-    for layer in LAYER_ORDER:
-        lec, pap = table["lecture"].get(layer), table["paper_model"].get(layer)
-        rows.append(
-            [
-                layer,
-                f"{lec:,}" if lec is not None else "-",
-                f"{LECTURE_LAYERS[layer]:,}" if layer in LECTURE_LAYERS else "-",
-                f"{pap:,}" if pap is not None else "-",
-                f"{PAPER_LAYERS[layer]:,}"
-                if layer in PAPER_LAYERS
-                else ("0 (fixed RBF)" if layer == "output" else "-"),
-            ]
-        )
-    rows.append(
-        [
-            "**total**",
-            f"**{table['lecture_total']:,}**",
-            f"{LECTURE_TOTAL:,}",
-            f"**{table['paper_total']:,}**",
-            f"{PAPER_TRAINABLE:,}",
-        ]
+    short = (
+        ", with a gentler rate and smaller batch for `lenet5` in this short budget"
+        if p.get("short", True)
+        else ""
     )
-    lines += md_table(
-        ["layer", "lenet5 (counted)", "lecture's table", "lenet5_1998 (counted)", "paper (sec. II.B)"], rows
+    head = md.document(
+        "LeNet-5 on MNIST, measured against LeCun et al. 1998",
+        provenance_lines(results),
+        f"Budget: {p['train_subset'] or 60_000:,} training images per run, {p['epochs']} epoch(s), each network's "
+        "recipe (`cnnzoo.engine.default_config`, what `cnnzoo train MODEL --data mnist` uses"
+        f"{short}; see the table and `config` in results.json); test on {results['test_images']:,} MNIST test "
+        f"images. The paper trained on all 60,000 images for {PAPER_EPOCHS} passes, so our errors are upper "
+        "bounds of what the networks reach.",
+        _parameters_section(results["parameters"]),
+        _first_output_section(results["first_output"]),
+        _test_error_section(results),
+    )
+    _plots(results, out)
+    pictures = _pictures(results, out)
+    lines = md.join(
+        head,
+        _confused_section(results["confusions"]) if results.get("confusions") else [],
+        _learned_section() if "filters.png" in pictures else [],
+        "Raw numbers, every run and epoch: [results.json](results.json).",
+    )
+    return write_readme(out, lines)
+
+
+def _parameters_section(table: dict) -> list[str]:
+    """The lecture's and the paper's counts per layer, and the differences between the two explained."""
+
+    def count(counts: dict, layer: str, missing: str = "-") -> str:
+        return f"{counts[layer]:,}" if layer in counts else missing
+
+    rows = [
+        [
+            layer,
+            count(table["lecture"], layer),
+            count(LECTURE_LAYERS, layer),
+            count(table["paper_model"], layer),
+            count(PAPER_LAYERS, layer, "0 (fixed RBF)" if layer == "output" else "-"),
+        ]
+        for layer in LAYER_ORDER
+    ]
+    lecture, paper = table["lecture_total"], table["paper_total"]
+    rows.append(
+        ["**total**", f"**{lecture:,}**", f"{LECTURE_TOTAL:,}", f"**{paper:,}**", f"{PAPER_TRAINABLE:,}"]
     )
     delta_sum = sum(d["delta"] for d in table["differences"].values())
-    lines += ["Where the two differ (computed from the modules):", ""]
-    for layer, d in table["differences"].items():
-        lines.append(f"- **{layer}** {d['delta']:+,}: {d['why']}.")
-    match = delta_sum == table["paper_total"] - table["lecture_total"]
-    lines += [
-        "",
-        f"The differences add up to {delta_sum:+,} = {table['paper_total']:,} - {table['lecture_total']:,} "
-        f"({'exactly' if match else 'NOT'} the difference of the totals). Both counts match the cited ones: "
-        f"{'yes' if table['lecture_total'] == LECTURE_TOTAL and table['paper_total'] == PAPER_TRAINABLE else 'NO'}.",
-        "",
-        "![parameters](parameters.png)",
-        "",
-    ]
-    fo = results["first_output"]
-    lines += [
-        "## Why C1's output is 28x28",
-        "",
+    match = "exactly" if delta_sum == paper - lecture else "NOT"
+    cited = "yes" if lecture == LECTURE_TOTAL and paper == PAPER_TRAINABLE else "NO"
+    return md.section(
+        "Parameters: the lecture's table, the paper, and where they differ",
+        md.table(
+            ["layer", "lenet5 (counted)", "lecture's table", "lenet5_1998 (counted)", "paper (sec. II.B)"],
+            rows,
+        ),
+        "Where the two differ (computed from the modules):",
+        md.bullets(f"**{layer}** {d['delta']:+,}: {d['why']}." for layer, d in table["differences"].items()),
+        f"The differences add up to {delta_sum:+,} = {paper:,} - {lecture:,} ({match} the difference of the "
+        f"totals). Both counts match the cited ones: {cited}.",
+        md.figure("parameters.png"),
+    )
+
+
+def _first_output_section(fo: dict) -> list[str]:
+    return md.section(
+        "Why C1's output is 28x28",
         f"An MNIST digit is {fo['input']}x{fo['input']}; LeNet-5 zero-pads it to {fo['padded']}x{fo['padded']} "
         f"(the paper's input size) and C1 is a {fo['kernel']}x{fo['kernel']} convolution without padding, so it "
         f"has {fo['padded']} - {fo['kernel']} + 1 = {fo['padded'] - fo['kernel'] + 1} positions per side: "
@@ -455,60 +466,63 @@ def write_report(results: dict, out: Path) -> Path:
         f"The paper pads so that stroke ends and corners near the border still fall in the centre of the top "
         f"feature detectors' receptive fields: C5's receptive field is {fo['c5_receptive_field']} pixels, the "
         "whole padded input.",
-        "",
-        "## Test error",
-        "",
-    ]
+    )
+
+
+def _recipe_cell(cfg: dict) -> str:
+    """A run's recipe in words: optimiser, rate, batch, augmentation and the extras it had on."""
+    return (
+        f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}"
+        + (f", gradient norm clipped at {cfg['grad_clip']:g}" if cfg.get("grad_clip") else "")
+        + (f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "")
+        + (f", weights averaged (ema {cfg['ema']:g})" if cfg.get("ema") else "")
+    )
+
+
+def _test_error_section(results: dict) -> list[str]:
     rows = []
     for key, run in results["runs"].items():
         errs = [s["test_error"] for s in run["seeds"]]
         paper = PAPER_TEST_ERROR_DISTORTED if "distortions" in key else PAPER_TEST_ERROR
-        cfg = run["config"]
         rows.append(
             [
                 f"`{key}`",
-                f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, augment {cfg['augment']}"
-                + (f", gradient norm clipped at {cfg['grad_clip']:g}" if cfg.get("grad_clip") else "")
-                + (f", label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "")
-                + (f", weights averaged (ema {cfg['ema']:g})" if cfg.get("ema") else ""),
+                _recipe_cell(run["config"]),
                 pm(errs),
                 ", ".join(f"{e:.2f}" for e in errs),
                 f"{paper}%",
                 f"{mean_std(s['seconds'] for s in run['seeds'])[0]:.0f} s",
             ]
         )
-    lines += md_table(
-        ["run", "recipe", "test error % (mean ± std)", "per seed", "paper", "time per run"], rows
-    )
-    for claim, held, figures in verdicts(results):
-        lines.append(
-            f"- **{'Held' if held else 'Not reached in this budget'}**: {claim} ({figures}; the paper trained "
+    return md.section(
+        "Test error",
+        md.table(["run", "recipe", "test error % (mean ± std)", "per seed", "paper", "time per run"], rows),
+        md.bullets(
+            f"**{'Held' if held else 'Not reached in this budget'}**: {claim} ({figures}; the paper trained "
             f"{PAPER_EPOCHS} epochs on all 60,000 images)."
-        )
-    lines += ["", "![test error](test_error.png)", ""]
-    _plots(results, out)
-    pictures = _pictures(results, out)
-    conf = results.get("confusions")
-    if conf:
-        lines += ["## The most confused test digits (seed-0 lenet5)", ""]
-        lines += md_table(["true -> predicted", "test images"], [[k, v] for k, v in conf["pairs"]])
-        lines += ["![confused](confused.png)", ""]
-    if "filters.png" in pictures:
-        lines += [
-            "## What the layers learned (seed-0 lenet5, `cnnzoo.explain`)",
-            "",
-            "C1's six 5x5 filters (mid-gray is 0), every conv and pool layer's maps for one test digit, and for one "
-            "digit of each class the Grad-CAM map at the last conv stage and the gradient saliency.",
-            "",
-            "![filters](filters.png)",
-            "",
-            "![feature maps](feature_maps.png)",
-            "",
-            "![Grad-CAM](gradcam.png)",
-            "",
-        ]
-    lines += ["Raw numbers, every run and epoch: [results.json](results.json).", ""]
-    return write_readme(out, lines)
+            for claim, held, figures in verdicts(results)
+        ),
+        md.figure("test_error.png", "test error"),
+    )
+
+
+def _confused_section(conf: dict) -> list[str]:
+    return md.section(
+        "The most confused test digits (seed-0 lenet5)",
+        md.table(["true -> predicted", "test images"], [[k, v] for k, v in conf["pairs"]]),
+        md.figure("confused.png"),
+    )
+
+
+def _learned_section() -> list[str]:
+    return md.section(
+        "What the layers learned (seed-0 lenet5, `cnnzoo.explain`)",
+        "C1's six 5x5 filters (mid-gray is 0), every conv and pool layer's maps for one test digit, and for one "
+        "digit of each class the Grad-CAM map at the last conv stage and the gradient saliency.",
+        md.figure("filters.png"),
+        md.figure("feature_maps.png", "feature maps"),
+        md.figure("gradcam.png", "Grad-CAM"),
+    )
 
 
 def finding(results: dict) -> tuple[str, str]:

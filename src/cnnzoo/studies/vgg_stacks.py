@@ -26,13 +26,13 @@ from ..data import load_dataset
 from ..data.base import Splits
 from ..models import count_params
 from ..summary import summarize
+from . import _md as md
 from ._common import (
     StudyRun,
     computed_rf,
     fit_quiet,
     images_per_second,
     load_results,
-    md_table,
     mean_std,
     measured_rf,
     pm,
@@ -303,89 +303,81 @@ def _plots(results: dict, out: Path) -> None:
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     p = results["preset_config"]
-    pair = results["per_channel_pair"]
-    lines = ["# VGG's stacks: 3x3 convolutions against one large kernel", ""] + provenance_lines(results)
-    lines += [
-        f"Budget: each network trains on {p['train_subset']:,} {DATA} images for {p['epochs']} epochs (SGD, one-cycle "
-        f"lr {p['lr']}, batch {p['batch_size']}, no augmentation) and is tested on {results['test_images']:,} test "
-        f"images; width {p['width']} channels everywhere.",
-        "",
-        "## Weights and receptive fields",
-        "",
-    ]
-    rows = []
-    for kind in KINDS:
-        rf = results["receptive_fields"][kind]
-        rows.append(
-            [
-                kind,
-                pair["weights"][kind],
-                "x".join(map(str, rf["computed"])),
-                "x".join(map(str, rf["measured"])),
-            ]
-        )
-    lines += md_table(
-        ["block", "weights per channel pair (C=1, no bias)", "RF computed", "RF measured (input gradient)"],
-        rows,
+    lines = md.document(
+        "VGG's stacks: 3x3 convolutions against one large kernel",
+        provenance_lines(results),
+        f"Budget: each network trains on {p['train_subset']:,} {DATA} images for {p['epochs']} epochs (SGD, "
+        f"one-cycle lr {p['lr']}, batch {p['batch_size']}, no augmentation) and is tested on "
+        f"{results['test_images']:,} test images; width {p['width']} channels everywhere.",
+        _weights_section(results),
+        _networks_section(results),
+        md.section(
+            "Which claims held here",
+            md.verdicts(claims(results)),
+            "Caveat: small networks on 28x28 clothing images for a few epochs; the paper's claims are about 16-19 "
+            "layer networks on ImageNet. Differences within one standard deviation are not differences.",
+            "Raw numbers, every run: [results.json](results.json).",
+        ),
     )
-    lines += [
-        "Savings of the 3x3 stacks per channel pair (and for any C, as every count scales with C^2): "
-        + "; ".join(f"{k}: {100 * v:.0f}% fewer weights" for k, v in pair["savings"].items())
-        + ". The measured field is the bounding box of the input pixels whose gradient is non-zero for the centre "
-        "output unit of a block with random weights (the union over 8 random inputs, as a ReLU can switch a path off).",
-        "",
-        "![weights](weights.png)",
-        "",
-        "## Small networks of each kind",
-        "",
-    ]
-    rows = []
-    for kind, n in results["networks"].items():
-        runs = n["runs"]
-        rows.append(
-            [
-                kind,
-                f"{n['cost']['params']:,}",
-                f"{n['cost']['macs'] / 1e6:.1f} M",
-                f"{n['speed']['forward']:,.0f}",
-                f"{n['speed']['train']:,.0f}",
-                pm([r["train_acc"] for r in runs]),
-                pm([r["test_acc"] for r in runs]),
-            ]
-        )
-    lines += md_table(
-        [
-            "blocks",
-            "parameters",
-            "MACs/image",
-            "forward img/s",
-            "train img/s",
-            "train acc % (last epoch)",
-            "test acc %",
-        ],
-        rows,
-    )
-    lines += [
-        f"Speeds are measured on this CPU (batch {p['speed_batch']}, best of {p['speed_repeats']}, the networks taking turns); "
-        "train accuracy is the running accuracy of the last epoch.",
-        "",
-        "![accuracy](accuracy.png)",
-        "",
-        "## Which claims held here",
-        "",
-    ]
-    for verdict, claim, figures in claims(results):
-        lines.append(f"- **{verdict}**: {claim} ({figures}).")
-    lines += [
-        "",
-        "Caveat: small networks on 28x28 clothing images for a few epochs; the paper's claims are about 16-19 layer "
-        "networks on ImageNet. Differences within one standard deviation are not differences.",
-        "",
-        "Raw numbers, every run: [results.json](results.json).",
-        "",
-    ]
     _plots(results, out)
     return write_readme(out, lines)
+
+
+def _weights_section(results: dict) -> list[str]:
+    """Weights per channel pair and receptive fields (computed, measured) of each block."""
+    pair, fields = results["per_channel_pair"], results["receptive_fields"]
+    rows = [
+        [
+            kind,
+            pair["weights"][kind],
+            "x".join(map(str, fields[kind]["computed"])),
+            "x".join(map(str, fields[kind]["measured"])),
+        ]
+        for kind in KINDS
+    ]
+    return md.section(
+        "Weights and receptive fields",
+        md.table(
+            [
+                "block",
+                "weights per channel pair (C=1, no bias)",
+                "RF computed",
+                "RF measured (input gradient)",
+            ],
+            rows,
+        ),
+        "Savings of the 3x3 stacks per channel pair (and for any C, as every count scales with C^2): "
+        + "; ".join(f"{k}: {100 * v:.0f}% fewer weights" for k, v in pair["savings"].items())
+        + ". The measured field is the bounding box of the input pixels whose gradient is non-zero for the "
+        "centre output unit of a block with random weights (the union over 8 random inputs, as a ReLU can "
+        "switch a path off).",
+        md.figure("weights.png"),
+    )
+
+
+def _networks_section(results: dict) -> list[str]:
+    """Each kind of network: cost, measured speed, train and test accuracy."""
+    p = results["preset_config"]
+    rows = [
+        [
+            kind,
+            f"{n['cost']['params']:,}",
+            f"{n['cost']['macs'] / 1e6:.1f} M",
+            f"{n['speed']['forward']:,.0f}",
+            f"{n['speed']['train']:,.0f}",
+            pm([r["train_acc"] for r in n["runs"]]),
+            pm([r["test_acc"] for r in n["runs"]]),
+        ]
+        for kind, n in results["networks"].items()
+    ]
+    headers = ["blocks", "parameters", "MACs/image", "forward img/s", "train img/s"]
+    return md.section(
+        "Small networks of each kind",
+        md.table([*headers, "train acc % (last epoch)", "test acc %"], rows),
+        f"Speeds are measured on this CPU (batch {p['speed_batch']}, best of {p['speed_repeats']}, the networks "
+        "taking turns); train accuracy is the running accuracy of the last epoch.",
+        md.figure("accuracy.png"),
+    )
 
 
 def finding(results: dict) -> tuple[str, str]:
