@@ -24,8 +24,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import re
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +45,9 @@ from ..errors import CnnzooError
 from ..transfer.advise import advise
 from ..transfer.finetune import FinetuneConfig, finetune
 from ..transfer.recipe import MAX_EPOCHS, MIN_STEPS, describe_recipe, finetune_plan
+from ._common import machine
 from ._registry import Study, register_study
+from .transfer_report import finding, write_report
 
 __all__ = [
     "run_transfer_study",
@@ -405,16 +412,8 @@ def _source_stamp(source: str | Path) -> str:
     return json.dumps(meta.get("metrics"), sort_keys=True)
 
 
-def _finding(results: dict) -> tuple[str, str]:
-    from .transfer_report import finding
-
-    return finding(results)
-
-
 def rewrite_report(out: str | Path = "reports/transfer") -> Path:
     """Re-render README.md and the plots from `results.json` (e.g. after the advisor's rules changed)."""
-    from .transfer_report import write_report
-
     path = Path(out) / "results.json"
     if not path.exists():
         raise CnnzooError(f"no study results in {path}: run `cnnzoo study transfer` first")
@@ -427,6 +426,31 @@ def default_work(out: str | Path) -> Path:
     OUT/.work."""
     out = Path(out)
     return Path("runs/studies/transfer") if out == Path("reports/transfer") else out / ".work"
+
+
+def _setting_record(
+    grid: Grid, setting: Setting, n_seeds: int, work: Path, ctx, sources_trained: list[str]
+) -> dict:
+    """One setting of a grid: its source (bundled weights, or trained here unless already there, its command
+    then added to `sources_trained`) and one row per training-set size. `ctx`: (preset, device, cache, bar)."""
+    device = ctx[1]
+    if setting.bundled:
+        source, command = setting.bundled, f"bundled weights `{setting.bundled}`"
+    else:
+        run_dir, trained = pretrain_source(grid.model, setting.source_data, grid.source_flags, work, device)
+        source = str(run_dir)
+        command = source_command(grid.model, setting.source_data, grid.source_flags)
+        if trained:
+            sources_trained.append(command)
+    splits = load_dataset(setting.target_data)
+    rows = [_row(grid, setting, source, splits, n, n_seeds, ctx) for n in setting.sizes]
+    facts = _source_facts(source)
+    return {
+        **asdict(setting),
+        "source": {**facts, "command": command, "path": source},
+        "source_accuracy": facts["accuracy"],
+        "rows": rows,
+    }
 
 
 def run_transfer_study(
@@ -458,34 +482,13 @@ def run_transfer_study(
         "grids": [],
         "sources_trained": [],
     }
+    ctx = (preset, device, cache, bar)
     for grid in preset.grids:
         n_seeds = seeds or grid.seeds
-        settings = []
-        for setting in grid.settings:
-            if setting.bundled:
-                source, command = setting.bundled, f"bundled weights `{setting.bundled}`"
-            else:
-                run_dir, trained = pretrain_source(
-                    grid.model, setting.source_data, grid.source_flags, work, device
-                )
-                source = str(run_dir)
-                command = source_command(grid.model, setting.source_data, grid.source_flags)
-                if trained:
-                    results["sources_trained"].append(command)
-            splits = load_dataset(setting.target_data)
-            rows = [
-                _row(grid, setting, source, splits, n, n_seeds, (preset, device, cache, bar))
-                for n in setting.sizes
-            ]
-            facts = _source_facts(source)
-            settings.append(
-                {
-                    **asdict(setting),
-                    "source": {**facts, "command": command, "path": source},
-                    "source_accuracy": facts["accuracy"],
-                    "rows": rows,
-                }
-            )
+        settings = [
+            _setting_record(grid, setting, n_seeds, work, ctx, results["sources_trained"])
+            for setting in grid.settings
+        ]
         results["grids"].append(
             {
                 "name": grid.name,
@@ -505,8 +508,6 @@ def run_transfer_study(
     results["reproduced"] = reproduce_cell(results, device) if full_recipe else None  # quick: shrunk recipe
     results["machine"] = _machine()
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    from .transfer_report import write_report
-
     return write_report(results, out)
 
 
@@ -514,13 +515,6 @@ def reproduce_cell(results: dict, device: str = "auto") -> dict | None:
     """Same command, same figure: run the README's `cnnzoo finetune ... --strategy last:2` line (the first
     calibration row, seed 0) through the command line, against the study's own source, and record what
     it printed beside the report's cell."""
-    import contextlib
-    import io
-    import re
-    import tempfile
-
-    from ..cli import main
-
     grid = next((g for g in results["grids"] if g["name"] == "calibration"), None)
     if grid is None or not grid["settings"]:
         return None
@@ -534,12 +528,10 @@ def reproduce_cell(results: dict, device: str = "auto") -> dict | None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         argv = [*command.split()[1:], "--out", str(Path(tmp) / "run"), "--device", device, "--quiet"]
-        printed = io.StringIO()
         start = time.perf_counter()
-        with contextlib.redirect_stdout(printed):
-            code = main(argv)
+        code, printed = _cnnzoo(argv)
         seconds = time.perf_counter() - start
-    found = re.search(r"test accuracy ([0-9.]+)%", printed.getvalue())
+    found = re.search(r"test accuracy ([0-9.]+)%", printed)
     return {
         "command": command,
         "exit": code,
@@ -549,11 +541,19 @@ def reproduce_cell(results: dict, device: str = "auto") -> dict | None:
     }
 
 
+def _cnnzoo(argv: list[str]) -> tuple[int, str]:
+    """`python -m cnnzoo ARGV` as a user runs it, in a child process with this interpreter, environment
+    (OMP_NUM_THREADS, ...) and working directory (the library does not import its own command line): its
+    exit status and what it printed on stdout (its stderr goes where ours goes)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnzoo", *argv], stdout=subprocess.PIPE, text=True, check=False
+    )
+    return done.returncode, done.stdout
+
+
 @functools.cache
 def _commit() -> str:
     """cnnzoo's commit (short), and whether the working tree had uncommitted changes; "" outside git."""
-    import subprocess
-
     git = ["git", "-C", str(Path(__file__).resolve().parent)]
     try:
         commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
@@ -566,10 +566,6 @@ def _commit() -> str:
 
 
 def _machine() -> dict:
-    import os
-
-    from ._common import machine
-
     m = machine()
     return {
         **m,
@@ -586,7 +582,7 @@ register_study(
         summary="does the transfer-learning folklore hold, and the advisor out of sample? strategies x data x source",
         run=run_transfer_study,
         report=rewrite_report,
-        finding=_finding,
+        finding=finding,  # transfer_report's: advice out of sample, principles held
         default_out="reports/transfer",
     )
 )
