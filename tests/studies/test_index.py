@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cnnzoo.studies import get_study, list_studies
 from cnnzoo.studies._index import MARKER, refresh_index, write_index
+from cnnzoo.studies._registry import registered
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 NAMES = ["architectures", "augmentation", "degradation", "inception", "lenet", "transfer", "vgg-stacks"]
@@ -24,7 +25,7 @@ def test_index_lists_every_study(tmp_path):
     (tmp_path / "transfer").mkdir()
     for f in ("results.json", "README.md"):
         shutil.copy(REPORTS / "transfer" / f, tmp_path / "transfer" / f)
-    text = write_index(tmp_path).read_text()
+    text = write_index(tmp_path, registered()).read_text()
     assert MARKER in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| study")]
     assert len(rows) == len(NAMES)
@@ -38,12 +39,49 @@ def test_refresh_only_rewrites_its_own_index(tmp_path):
     (tmp_path / "lenet").mkdir()
     foreign = tmp_path / "README.md"
     foreign.write_text("someone else's notes\n")
-    refresh_index(tmp_path / "lenet")
+    refresh_index(tmp_path / "lenet", registered())
     assert foreign.read_text() == "someone else's notes\n"
-    write_index(tmp_path)
+    write_index(tmp_path, registered())
     foreign.write_text(foreign.read_text() + "\nstale line\n")
-    refresh_index(tmp_path / "lenet")
+    refresh_index(tmp_path / "lenet", registered())
     assert "stale line" not in foreign.read_text()
+
+
+def test_a_registered_studys_report_refreshes_the_index(tmp_path):
+    """`cnnzoo study NAME --report-only` (the registry's study) rewrites the index above the report."""
+    shutil.copytree(REPORTS / "inception", tmp_path / "inception")
+    write_index(tmp_path, registered())
+    index = tmp_path / "README.md"
+    index.write_text(index.read_text() + "\nstale line\n")
+    get_study("inception").report(tmp_path / "inception")
+    assert "stale line" not in index.read_text() and "[`inception`](inception/README.md)" in index.read_text()
+
+
+def test_no_module_of_studies_imports_itself_back():
+    """The package imports the studies, the studies the registry, the registry the index, and none of them
+    imports back (function-level imports included; none by name through importlib, which hid such a cycle),
+    nor the command line: the library does not import its own front end."""
+    import ast
+    import graphlib
+
+    import cnnzoo.studies
+
+    package = Path(cnnzoo.studies.__file__).parent
+    names = {p.stem for p in package.glob("*.py")}
+    graph = {}
+    for path in package.glob("*.py"):
+        imported = set()
+        text = path.read_text()
+        assert "importlib" not in text, f"studies/{path.name} imports a module by name"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                imported |= {t.split(".")[0] for t in targets if t.split(".")[0] in names}
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module != "cli", f"studies/{path.name} imports the command line"
+        graph[path.stem] = imported - {path.stem}
+    tuple(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    assert "__init__" not in set().union(*graph.values())
 
 
 def test_committed_reports_ran_the_current_presets():

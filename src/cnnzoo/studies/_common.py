@@ -1,6 +1,6 @@
 """What every study shares: how a run starts and ends (`start_study`, `StudyRun.finish`, `write_readme`),
 the machine it ran on, short fits without checkpoints, measured receptive fields, mean and spread,
-Markdown tables, plots and the results.json round trip.
+plots and the results.json round trip (the reports' Markdown is `_md`'s).
 
 Receptive fields two ways, so a study can show they agree:
   computed   `computed_rf`: the op tracer of `cnnzoo.summary` follows kernel, stride and dilation of
@@ -38,7 +38,6 @@ __all__ = [
     "write_readme",
     "machine",
     "mean_std",
-    "md_table",
     "pyplot",
     "save_figure",
     "save_results",
@@ -111,7 +110,7 @@ def provenance_lines(results: dict) -> list[str]:
     ]
 
 
-# --- numbers and tables -------------------------------------------------------------------------------
+# --- numbers and plots --------------------------------------------------------------------------------
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -123,12 +122,6 @@ def pm(values, digits: int = 2) -> str:
     """'mean ± std' of a list of numbers, or the number alone for one value."""
     m, s = mean_std(values)
     return f"{m:.{digits}f}" if len(list(values)) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def md_table(headers: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
 
 
 def pyplot():
@@ -173,12 +166,10 @@ def new_results(name: str, preset: str, seeds: int | None, seeds_flag: int | Non
 
 
 def write_readme(out: Path, lines: list[str]) -> Path:
-    """`out`/README.md from the report's lines, then the index above it refreshed (`_index.refresh_index`)."""
-    from ._index import refresh_index
-
+    """`out`/README.md from the report's lines. The index above it (reports/README.md) is refreshed by the
+    registry's study after its run or report returns (`cnnzoo.studies.get_study`)."""
     path = Path(out) / "README.md"
     path.write_text("\n".join(lines))
-    refresh_index(path.parent)
     return path
 
 

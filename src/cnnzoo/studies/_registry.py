@@ -1,19 +1,22 @@
 """The study registry: name -> how to run it and how to re-render its report, like the model registry.
 
-A study module ends with `register_study(Study(...))`; `cnnzoo study NAME` takes its choices from here.
-Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json`, and has a `quick`
-preset for the test suite.
+A study module ends with `register_study(Study(...))`; the package (`studies/__init__.py`) imports every
+study module, so the registry is full once `cnnzoo.studies` is imported, and `cnnzoo study NAME` takes its
+choices from here. Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json`, and
+has a `quick` preset for the test suite. This module imports no study (the studies import it).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import unknown_name
+from ._report_index import refresh_index
 
-__all__ = ["Study", "register_study", "list_studies", "get_study"]
+__all__ = ["Study", "register_study", "list_studies", "get_study", "registered"]
 
 
 @dataclass(frozen=True)
@@ -23,20 +26,11 @@ class Study:
     run: Callable[..., Path]  # run(out, *, quick, seeds, device) -> the report written
     report: Callable[[str | Path], Path]  # re-render the report from out/results.json, no training
     default_out: str
-    # results.json -> (verdict, one line of finding) for reports/README.md (`studies/_index.py`)
+    # results.json -> (verdict, one line of finding) for reports/README.md (`studies/_report_index.py`)
     finding: Callable[[dict], tuple[str, str]] | None = None
 
 
 _STUDIES: dict[str, Study] = {}
-_MODULES = (
-    "transfer",
-    "lenet",
-    "inception",
-    "vgg_stacks",
-    "degradation",
-    "augmentation",
-    "architectures",
-)  # importing each registers its study
 
 
 def register_study(study: Study) -> Study:
@@ -46,20 +40,31 @@ def register_study(study: Study) -> Study:
     return study
 
 
-def _ensure_loaded() -> None:
-    import importlib
-
-    for module in _MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-
-
 def list_studies() -> list[str]:
-    _ensure_loaded()
     return sorted(_STUDIES)
 
 
+def registered() -> list[Study]:
+    """Every registered study, by name, as registered."""
+    return [_STUDIES[name] for name in list_studies()]
+
+
 def get_study(name: str) -> Study:
-    _ensure_loaded()
+    """The study registered as `name`, its run and report also refreshing the index above the report they
+    write (reports/README.md, when `_report_index` wrote it): what `cnnzoo study NAME` runs."""
     if name not in _STUDIES:
         raise unknown_name("study", name, _STUDIES, f"the studies: {', '.join(sorted(_STUDIES))}")
-    return _STUDIES[name]
+    study = _STUDIES[name]
+    return replace(study, run=_refreshing(study.run), report=_refreshing(study.report))
+
+
+def _refreshing(write: Callable[..., Path]) -> Callable[..., Path]:
+    """`write` (a study's run or report, returning the README it wrote), then the index above it refreshed."""
+
+    @functools.wraps(write)
+    def write_and_refresh(*args, **kwargs) -> Path:
+        path = write(*args, **kwargs)
+        refresh_index(Path(path).parent, registered())
+        return path
+
+    return write_and_refresh
