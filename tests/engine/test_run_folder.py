@@ -21,7 +21,8 @@ from cnnzoo.cli import main
 from cnnzoo.data.loader import InMemoryLoader
 from cnnzoo.engine import TrainConfig, default_config, train
 from cnnzoo.engine.checkpoint import checkpoint_problem, save_checkpoint
-from cnnzoo.engine.runfolder import RunLock, write_config
+from cnnzoo.engine.resume import write_config
+from cnnzoo.engine.runfolder import RunLock
 
 # 640 images in batches of 64: 10 steps per epoch, a second or two per run on 2 cores
 TINY = dict(train_subset=640, epochs=2, batch_size=64, lr=0.1, precision="fp32")

@@ -187,9 +187,7 @@ def test_frozen_weights_and_batchnorm_buffers_stay_bit_identical(train_bn, resne
 @pytest.fixture
 def optimizers(monkeypatch):
     """Every optimizer `fit` builds, kept for inspection after the run."""
-    engine = importlib.import_module(
-        "cnnzoo.engine.train"
-    )  # the module: `cnnzoo.engine.train` is also a function
+    engine = importlib.import_module("cnnzoo.engine.loop")  # where `fit` builds them
     built, original = [], engine.build_optimizer
 
     def spy(cfg, params):

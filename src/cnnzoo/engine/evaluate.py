@@ -16,8 +16,10 @@ from torch import nn
 
 from .._io import atomic_write, note
 from ..artifacts.source import Opened, open_source
+from ..data import load_dataset
 from ..errors import CnnzooError
-from ..runtime import EVAL_BATCH
+from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device
+from .setup import make_loaders
 
 __all__ = [
     "EVAL_BATCH",
@@ -91,10 +93,6 @@ def evaluate_checkpoint(
     `data` defaults to the dataset the checkpoint was trained on; `precision` to the one the run evaluated
     with (recorded in the checkpoint; fp32 for older runs).
     """
-    from ..data import load_dataset
-    from ..runtime import autocast_dtype, resolve_device
-    from .train import make_loaders
-
     dev = resolve_device(device)
     ckpt = open_source(checkpoint, dev)  # any source: a run, a checkpoint, an export folder, bundled weights...
     data = data or ckpt.meta.get("dataset")

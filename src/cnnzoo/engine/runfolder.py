@@ -6,11 +6,7 @@
 2. While a process writes a run folder it holds an exclusive `flock` on `.cnnzoo.lock` inside it (released
    by the kernel when the process ends, even by kill -9); a second process is refused with the holder's pid
    and host. Under torchrun only rank 0 writes, so only rank 0 locks.
-3. `--resume` keeps the recorded configuration. `--epochs` may grow (continuing or extending a finished
-   run); `--device`, `--data-dir`, `--download` and `--checkpoint-minutes` may change; anything else that
-   differs (another model, dataset, rate or --out) is refused, naming it. A run that stopped before its
-   first checkpoint is started over from its configuration; a checkpoint broken by an interrupted save
-   falls back to the previous consistent one (`checkpoint.py`). Each of these is said on stderr.
+3. `--resume` keeps the recorded configuration (`resume.py`).
 """
 
 from __future__ import annotations
@@ -19,31 +15,18 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .._io import output_file, output_folder  # noqa: F401  (re-exported until callers move)
 from ..errors import CnnzooError
-from .checkpoint import (
-    PREVIOUS,
-    atomic_write,
-    describe_os_error,
-    note,
-    read_meta,
-    restore_previous,
-    stale_temporaries,
-    usable_checkpoint,
-)
-from .config import TrainConfig, load_config
+from .checkpoint import PREVIOUS, describe_os_error, note, read_meta, stale_temporaries
 
-__all__ = ["RunLock", "new_run", "resume_run_dir", "plan_resume", "ResumePlan", "write_config"]
+__all__ = ["RunLock", "new_run"]
 
 LOCK_NAME = ".cnnzoo.lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "accuracy.png")
 CHECKPOINT_TAGS = ("last", "best", "last" + PREVIOUS, "best" + PREVIOUS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".state.pt")
-# what a resumed run may change: where and how it runs, and how long; never what it computes
-RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes")
 
 
 _HELD: set[int] = set()  # descriptors of the locks this process holds
@@ -117,14 +100,14 @@ class RunLock:
             self.fd = None
 
 
-def _check_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path) -> None:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise CnnzooError(
             f"cannot write in the run folder {run_dir}: {os.strerror(13)} (the folder is read-only)"
         )
 
 
-def _clean_temporaries(run_dir: Path) -> None:
+def clean_temporaries(run_dir: Path) -> None:
     stale = stale_temporaries(run_dir)
     for p in stale:
         p.unlink()
@@ -166,12 +149,6 @@ def describe_run(run_dir: Path) -> str:
     return ", ".join(words)
 
 
-def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    atomic_write(
-        run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    )
-
-
 class new_run:  # noqa: N801 (used as a context manager, like open)
     """Prepare a fresh run folder and hold its lock: refuse a file or an existing run (unless `overwrite`,
     which removes the earlier run's files and says so), clean a crash's leftovers, write config.json.
@@ -198,11 +175,11 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
             raise CnnzooError(f"cannot create the run folder {run_dir}: {describe_os_error(e)}") from None
         self.lock.__enter__()
         try:
-            _check_writable(run_dir)
+            check_writable(run_dir)
             existing = _run_files(run_dir)
             trained = [p for p in existing if p.name != "config.json"]
             if trained and not self.overwrite:
-                recorded = _read_json(run_dir / "config.json")
+                recorded = read_json(run_dir / "config.json")
                 resumable = not (isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict))
                 resume = f"continue it with `cnnzoo train --resume {run_dir}`, " if resumable else ""
                 raise CnnzooError(
@@ -216,7 +193,7 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
                 note(f"--overwrite: removed the earlier run in {run_dir} ({what})")
             elif existing:  # a run stopped before it trained (a typo in --data): nothing to lose
                 note(f"replacing the configuration of a run that never trained in {run_dir} ({what})")
-            _clean_temporaries(run_dir)
+            clean_temporaries(run_dir)
             self.config(run_dir)
         except BaseException as e:
             self.__exit__(type(e), e, None)
@@ -250,133 +227,8 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
                     break
 
 
-def resume_run_dir(resume: str | Path) -> Path:
-    """The run folder `--resume` names (a folder, or a checkpoint file inside it)."""
-    run_dir = Path(resume)
-    if run_dir.suffix in (".safetensors", ".json") and run_dir.parent.is_dir():
-        run_dir = run_dir.parent
-    if not (run_dir / "config.json").exists():
-        raise CnnzooError(f"cannot resume {resume}: no run there (expected {run_dir / 'config.json'})")
-    return run_dir
-
-
-@dataclass
-class ResumePlan:
-    cfg: TrainConfig
-    run_dir: Path
-    weights: Path | None  # the checkpoint to continue from; None: start over from the configuration
-    epochs_done: int = 0
-    finished: bool = False  # nothing left to train (and no --epochs to extend it)
-    changed: dict = field(default_factory=dict)  # field -> (recorded, new)
-
-
-def _flag(name: str, value) -> str:
-    if name == "model":
-        return f"model {value}"
-    return f"--{name.replace('_', '-')} {value}"
-
-
-def plan_resume(
-    run_dir: Path, changes: dict, *, out: str | Path | None = None, writes: bool = True
-) -> ResumePlan:
-    """What `--resume` will do, checked before any work (see the module docstring, rule 3).
-
-    `changes`: the training options given with --resume (None values are "not given"). `writes`: this process
-    may repair and update the folder (rank 0, holding the lock); other ranks only read the same decision.
-    """
-    run_dir = Path(run_dir)
-    raw = _read_json(run_dir / "config.json")
-    if isinstance(raw, dict) and "finetune" in raw:
-        raise CnnzooError(
-            f"{run_dir} is a fine-tuning run: --resume continues training runs (`cnnzoo train`) only"
-        )
-    cfg = load_config(run_dir / "config.json")
-    if out is not None and Path(out).resolve() != run_dir.resolve():
-        raise CnnzooError(
-            f"--resume continues {run_dir} in place; --out {out} names another folder (copy the run folder "
-            "there first to continue a copy)"
-        )
-    changed, refused = {}, []
-    names = {f.name for f in fields(TrainConfig)}
-    for name, value in changes.items():
-        if value is None or name not in names or value == getattr(cfg, name):
-            continue
-        if name in RESUMABLE:
-            changed[name] = (getattr(cfg, name), value)
-        else:
-            refused.append(f"{_flag(name, value)} (recorded: {getattr(cfg, name)})")
-    if refused:
-        raise CnnzooError(
-            f"cannot resume {run_dir} with {', '.join(refused)}: a resumed run keeps its recorded configuration "
-            f"(only {', '.join(_flag(n, 'N').split()[0] for n in RESUMABLE)} may change); to train with other "
-            f"settings start a new run: cnnzoo train --config {run_dir / 'config.json'} --out NEW_FOLDER ..."
-        )
-    if writes:
-        _check_writable(run_dir)
-        _clean_temporaries(run_dir)
-    new_cfg = replace(cfg, **{k: v for k, (_, v) in changed.items()})
-    plan = ResumePlan(new_cfg, run_dir, None, changed=changed)
-
-    last = run_dir / "last.safetensors"
-    if not last.exists() and not (run_dir / f"last{PREVIOUS}.safetensors").exists():
-        if writes:
-            note(
-                f"{run_dir} has no checkpoint yet (it stopped before its first save): starting it over from its recorded configuration"
-            )
-    else:
-        try:
-            weights, why = usable_checkpoint(last, state=True)
-        except CnnzooError as e:
-            raise CnnzooError(f"cannot resume {run_dir}: {e}") from None
-        if why:
-            if writes:
-                restore_previous(run_dir, "last")
-                note(f"resuming {run_dir}: {why}")
-                weights = last
-        _repair_best(run_dir, writes)
-        meta = read_meta(weights)
-        plan.weights, plan.epochs_done = weights, int(meta.get("epoch", 0))
-        in_epoch = bool(meta.get("batch"))
-        if "epochs" in changed and new_cfg.epochs < plan.epochs_done + in_epoch:
-            raise CnnzooError(
-                f"--epochs {new_cfg.epochs}: {run_dir} has already trained {count(plan.epochs_done, 'epoch')}"
-                f"{' and part of the next' if in_epoch else ''}; give more to extend it"
-            )
-        plan.finished = plan.epochs_done >= new_cfg.epochs
-    if writes and not plan.finished:
-        _say_changes(plan, cfg)
-    if writes and changed and not plan.finished:
-        write_config(run_dir, new_cfg)
-    return plan
-
-
-def _say_changes(plan: ResumePlan, recorded: TrainConfig) -> None:
-    for name, (old, new) in plan.changed.items():
-        if name == "epochs":
-            verb = "extending the finished run" if plan.epochs_done >= old else "continuing"
-            note(
-                f"{verb} {plan.run_dir} to {new} epochs (recorded: {old}; {plan.epochs_done} done); the "
-                f"learning-rate schedule now spans {new} epochs"
-            )
-        else:
-            note(f"resuming {plan.run_dir} with {_flag(name, new)} (recorded: {old})")
-
-
-def _repair_best(run_dir: Path, writes: bool) -> None:
-    best = run_dir / "best.safetensors"
-    if not writes or not (best.exists() or (run_dir / f"best{PREVIOUS}.safetensors").exists()):
-        return
-    try:
-        _, why = usable_checkpoint(best)
-    except CnnzooError as e:
-        note(f"{e}: the next better epoch will write a new best")
-        return
-    if why:
-        restore_previous(run_dir, "best")
-        note(f"best checkpoint of {run_dir}: {why}")
-
-
-def _read_json(path: Path):
+def read_json(path: Path):
+    """A JSON file's content; None when it cannot be read or parsed."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -24,17 +24,8 @@ from ..engine.checkpoint import atomic_write, save_checkpoint
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
 from ..engine.runlog import RunLog
-from ..engine.train import (
-    RunContext,
-    TrainResult,
-    apply_train_subset,
-    autocast_dtype,
-    checkpoint_meta,
-    dataset_options,
-    fit,
-    make_loaders,
-    resolve_device,
-)
+from ..engine.setup import apply_train_subset, checkpoint_meta, dataset_options, default_run_dir
+from ..engine.train import RunContext, TrainResult, autocast_dtype, fit, make_loaders, resolve_device
 from ..errors import CnnzooError
 from ..models import create_model, model_info
 from .features import extract_features, train_linear_head
@@ -153,12 +144,7 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
         src.model_name, src.model_kwargs, info, image_size, info.channels, prep["mean"], prep["std"]
     )
     meta.update(finetuned_from=str(ft.source), strategy=ft.strategy)
-    run_dir = (
-        Path(run_dir)
-        if run_dir
-        else Path("runs")
-        / f"finetune-{src.model_name}-{info.name.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    run_dir = Path(run_dir) if run_dir else default_run_dir(src.model_name, info.name, prefix="finetune-")
     if open_run is not None:
         run_dir = open_run(run_dir)
     ctx = RunContext(run_dir, meta, quiet=quiet, save=save)

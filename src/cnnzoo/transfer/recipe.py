@@ -111,7 +111,7 @@ def finetune_plan(
     `overrides`: `TrainConfig` fields (None = the recipe's). `min_steps`/`max_epochs`: only the study's
     quick preset shrinks them."""
     from ..data import load_dataset
-    from ..engine.train import dataset_options
+    from ..engine.setup import dataset_options
     from .finetune import target_splits
 
     draft = recipe_config(ft.strategy, 0, data=data, model=ft.model, **overrides)

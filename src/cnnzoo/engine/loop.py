@@ -1,0 +1,393 @@
+"""The training loop: `fit(model, loaders, cfg, ctx)` runs the epochs of a prepared run.
+
+1. each epoch: batches are slices of a seeded permutation, augmented on the device; the running loss and
+   accuracy stay on the device and are read every 20 steps only (each read is a host sync)
+2. after each epoch: evaluate, log a JSON line, save `last` (and `best`) atomically; a mid-epoch `last`
+   every `cfg.checkpoint_minutes`
+3. Ctrl-C saves `last` (mid-epoch position included) and returns; `resume` continues there exactly
+   (weights, optimizer, scheduler, EMA, random state and position)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import CnnzooError
+from ..runtime import autocast_dtype, precision_name
+from .checkpoint import load_state_dict_checked, load_training_state, read_meta
+from .checkpoint import save_checkpoint as _save
+from .config import TrainConfig
+from .distributed import DistEnv, all_reduce_sum
+from .evaluate import evaluate_model
+from .frozen import set_frozen_bn_eval
+from .optim import ModelEma, build_optimizer, build_scheduler
+from .runlog import RunLog, plot_curves
+from .setup import RunContext
+
+__all__ = ["fit", "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_acc: float
+    final_acc: float
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+    interrupted: bool = False
+    is_main: bool = True  # False on torchrun ranks other than 0, which print nothing
+    already_finished: bool = False  # --resume found the run complete: nothing was trained
+
+
+@dataclass
+class _Progress:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed within the current epoch (non-zero after an interrupt)
+    step: int = 0  # optimizer steps in total
+    best_acc: float = 0.0
+
+
+@dataclass
+class _Step:
+    """What an optimizer step uses, built once by `fit`."""
+
+    net: nn.Module  # `model` as it runs: wrapped for DistributedDataParallel and/or compiled
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: ModelEma | None
+    scaler: torch.amp.GradScaler | None  # float16 only
+    amp: torch.dtype | None  # the training autocast dtype; None: float32
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema else self.model
+
+
+class _Every:
+    """Call `action` when at least `seconds` passed since the last call (or `reset`)."""
+
+    def __init__(self, seconds: float, action):
+        self.seconds, self.action = seconds, action
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            self.action()
+            self.reset()
+
+
+def fit(
+    model: nn.Module,
+    loaders,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    *,
+    device: torch.device,
+    param_groups=None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Run `cfg.epochs` epochs of `model` on `loaders = (train, test)`; checkpoints go to `ctx.run_dir`.
+
+    `resume`: a checkpoint (or a run folder: its `last`) whose training state to continue from. Besides
+    `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`."""
+    train_loader, test_loader = loaders
+    step, state = _prepare(model, cfg, ctx, device, param_groups, len(train_loader), resume)
+    log = RunLog(ctx.run_dir, enabled=ctx.writes)
+    log.truncate_after(state.epoch)
+    eval_amp = autocast_dtype(cfg.eval_precision, device)
+    # how every reported figure was computed, so `evaluate` and `predict` reproduce it exactly
+    ctx.meta = {
+        **ctx.meta,
+        "train_precision": precision_name(step.amp),  # what `--precision auto` resolved to on this machine
+        "eval_precision": precision_name(eval_amp),
+        "channels_last": cfg.channels_last,
+    }
+    start = time.perf_counter()
+    history = log.records()
+    saver = None
+    if ctx.writes and cfg.checkpoint_minutes > 0:  # so that a kill loses minutes, not an epoch
+        saver = _Every(
+            60 * cfg.checkpoint_minutes, lambda: _save_all(ctx, step, state, {"mid_epoch": True}, best=False)
+        )
+    try:
+        while state.epoch < cfg.epochs:
+            train_stats = _train_epoch(step, train_loader, cfg, ctx, state, saver)
+            state.epoch, state.batch = state.epoch + 1, 0
+            record = _epoch_record(step, test_loader, cfg, state, train_stats, eval_amp)
+            record["time"] = round(time.perf_counter() - start, 2)
+            history.append(record)
+            log.write(record)
+            if ctx.writes:
+                _end_epoch(step, cfg, ctx, state, record, saver)
+    except KeyboardInterrupt:
+        if ctx.writes:
+            _save_all(ctx, step, state, {"interrupted": True}, best=False)
+            print(
+                f"\ninterrupted at epoch {state.epoch + 1}, batch {state.batch}: saved {ctx.run_dir / 'last.safetensors'}; "
+                f"continue with: cnnzoo train --resume {ctx.run_dir}"
+            )
+        return _result(ctx, state, history, start, interrupted=True)
+    if ctx.writes:
+        plot_curves(history, ctx.run_dir)
+    return _result(ctx, state, history, start)
+
+
+def _prepare(
+    model: nn.Module, cfg: TrainConfig, ctx: RunContext, device, param_groups, steps_per_epoch: int, resume
+) -> tuple[_Step, _Progress]:
+    """The model on `device`, its optimizer, schedule, EMA and scaler; restored from `resume` if given."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, param_groups if param_groups is not None else model.parameters())
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    ema = ModelEma(model, cfg.ema) if cfg.ema else None
+    amp = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp)
+    state = _Progress()
+    if resume is not None:
+        state = _restore(step, Path(resume), device)
+    step.net = _wrap(model, cfg, ctx.dist_env, device)
+    return step, state
+
+
+def _epoch_record(
+    step: _Step, test_loader, cfg: TrainConfig, state: _Progress, train_stats, eval_amp
+) -> dict:
+    """metrics.jsonl's line for the epoch just trained (evaluated every `cfg.eval_every` and at the end)."""
+    record = {
+        "epoch": state.epoch,
+        **train_stats,
+        "train_precision": precision_name(step.amp),
+        "lr": step.optimizer.param_groups[-1]["lr"],
+    }
+    if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+        metrics = evaluate_model(step.eval_model, test_loader, amp=eval_amp, tta=cfg.tta)
+        record.update(
+            test_loss=metrics["loss"],
+            test_acc=metrics["accuracy"],
+            eval_precision=precision_name(eval_amp),
+        )
+        state.best_acc = max(state.best_acc, metrics["accuracy"])
+    return record
+
+
+def _end_epoch(step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress, record: dict, saver) -> None:
+    """Save `last` (and `best`), restart the mid-epoch clock, print the epoch's line."""
+    is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
+    _save_all(ctx, step, state, record, best=is_best)
+    if saver is not None:
+        saver.reset()
+    if not ctx.quiet:
+        tested = (
+            f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%"
+            if "test_acc" in record
+            else ""
+        )
+        tqdm.write(
+            f"epoch {state.epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:.2f}%  {tested}  ({record['time']:.1f} s)"
+        )
+
+
+def _result(
+    ctx: RunContext, state: _Progress, history: list[dict], start: float, interrupted: bool = False
+) -> TrainResult:
+    final = history[-1].get("test_acc", 0.0) if history else 0.0
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        ctx.run_dir, state.best_acc, final, state.epoch, seconds, history, interrupted, ctx.dist_env.is_main
+    )
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, dist_env: DistEnv, device: torch.device) -> nn.Module:
+    net = model
+    if dist_env.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _loss(output, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy; Inception's auxiliary heads (a named tuple in training) add 0.3 of theirs, as the papers do."""
+    if isinstance(output, tuple):
+        main, *aux = output
+        loss = F.cross_entropy(main, target, label_smoothing=label_smoothing)
+        return loss + sum(
+            0.3 * F.cross_entropy(a, target, label_smoothing=label_smoothing) for a in aux if a is not None
+        )
+    return F.cross_entropy(output, target, label_smoothing=label_smoothing)
+
+
+def _train_epoch(
+    step: _Step, loader, cfg: TrainConfig, ctx: RunContext, state: _Progress, checkpoint=None
+) -> dict:
+    """One epoch from `state.batch` on; `checkpoint()` is offered a mid-epoch save at each host sync."""
+    step.net.train()
+    set_frozen_bn_eval(step.model)  # transfer learning: frozen BatchNorm stays in inference mode
+    loader.set_epoch(state.epoch)
+    device = next(step.model.parameters()).device
+    # Running sums stay on the device and are read only when the progress bar refreshes: reading a GPU
+    # value is a CPU-GPU sync point, and one per step would stall the pipeline.
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step whose loss was not finite
+    start, skip = time.perf_counter(), state.batch
+    bar = tqdm(
+        total=len(loader),
+        initial=skip,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        leave=False,
+        disable=ctx.quiet or not ctx.writes or not sys.stderr.isatty(),  # logs get one line per epoch
+        dynamic_ncols=True,
+    )
+    for i, (x, y) in enumerate(loader):
+        if i < skip:  # resuming mid-epoch: the permutation is the same, skip what was already seen
+            continue
+        out, loss = _forward(step, x, y, cfg.label_smoothing, device)
+        bad = ~torch.isfinite(loss.detach()) & (first_bad < 0)
+        first_bad = torch.where(bad, state.step + 1, first_bad)  # recorded on the device, no sync
+        _update(step, loss, cfg.grad_clip, state.step + 1)
+        state.batch, state.step = i + 1, state.step + 1
+        logits = out[0] if isinstance(out, tuple) else out
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if i % 20 == 0 or i + 1 == len(loader):  # the only host syncs of the loop
+            _check_finite(first_bad, state, len(loader))
+            _show(bar, loss_sum, correct, seen, start)
+            if checkpoint is not None and i + 1 < len(loader):  # the epoch's end saves anyway
+                checkpoint()
+        bar.update(1)
+    bar.close()
+    return _epoch_stats(loss_sum, correct, seen, start)
+
+
+def _forward(step: _Step, x, y, label_smoothing: float, device: torch.device):
+    """The network's output and loss on one batch, in the training precision."""
+    with torch.autocast(device.type, dtype=step.amp, enabled=step.amp is not None):
+        out = step.net(x)
+        loss = _loss(out, y, label_smoothing)
+    return out, loss
+
+
+def _update(step: _Step, loss: torch.Tensor, grad_clip: float, step_number: int) -> None:
+    """Backward and one optimizer step (float16: through the scaler), then the schedule and the EMA."""
+    optimizer, scaler = step.optimizer, step.scaler
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(step.model.parameters(), grad_clip)
+    scaler.step(optimizer) if scaler is not None else optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    step.scheduler.step()
+    if step.ema is not None:
+        step.ema.update(step.model, step=step_number)
+
+
+def _show(bar, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> None:
+    """The progress bar's running figures (reading the sums is a host sync)."""
+    rate = seen / max(1e-9, time.perf_counter() - start)
+    bar.set_postfix(
+        loss=f"{loss_sum.item() / seen:.4f}",
+        acc=f"{100 * correct.item() / seen:.2f}%",
+        img_s=f"{rate:,.0f}",
+        refresh=False,
+    )
+
+
+def _epoch_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> dict:
+    """The epoch's train figures over every rank's images, not only rank 0's shard (one all-reduce per
+    epoch; a no-op in one process)."""
+    loss_sum, correct, seen = all_reduce_sum(
+        torch.stack([loss_sum, correct, loss_sum.new_tensor(seen)])
+    ).tolist()
+    seen = max(seen, 1)
+    return {
+        "train_loss": loss_sum / seen,
+        "train_acc": 100 * correct / seen,
+        "train_images": int(seen),
+        "images_per_s": round(seen / max(1e-9, time.perf_counter() - start), 1),
+        "train_time": round(time.perf_counter() - start, 3),
+    }
+
+
+def _check_finite(first_bad: torch.Tensor, state: _Progress, batches_per_epoch: int) -> None:
+    step = int(first_bad.item())
+    if step >= 0:
+        epoch, batch = divmod(step - 1, batches_per_epoch)
+        raise CnnzooError(
+            f"loss became NaN or infinite at step {step} (epoch {epoch + 1}, batch {batch + 1}): "
+            "lower the learning rate (--lr) or enable --grad-clip"
+        )
+
+
+def _save_all(ctx: RunContext, step: _Step, state: _Progress, record: dict, best: bool) -> None:
+    """`last` with the whole training state (to resume exactly), and `best` (weights only) when asked."""
+    training_state = {
+        "model": {k: v.detach().cpu().clone() for k, v in step.model.state_dict().items()},
+        "optimizer": step.optimizer.state_dict(),
+        "scheduler": step.scheduler.state_dict(),
+        "ema": step.ema.module.state_dict() if step.ema else {},
+        "progress": {
+            "epoch": state.epoch,
+            "batch": state.batch,
+            "step": state.step,
+            "best_acc": state.best_acc,
+        },
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
+    meta = {**ctx.meta, "epoch": state.epoch, "batch": state.batch, "metrics": record}
+    _save(ctx.run_dir, "last", step.eval_model, meta, training_state)
+    if best:
+        _save(ctx.run_dir, "best", step.eval_model, meta)
+
+
+def _restore(step: _Step, checkpoint: Path, device) -> _Progress:
+    """Load `checkpoint`'s (or a run folder's `last`) training state into `step`; its progress."""
+    weights = checkpoint / "last.safetensors" if checkpoint.is_dir() else checkpoint
+    saved = load_training_state(weights)
+    meta = read_meta(weights)
+    model = step.model
+    if meta.get("model") != getattr(model, "model_name", meta.get("model")):
+        raise CnnzooError(f"cannot resume: {weights} holds {meta.get('model')}, not {model.model_name}")
+    try:
+        load_state_dict_checked(
+            model, {k: v.to(device) for k, v in saved["model"].items()}, source=str(weights)
+        )
+        step.optimizer.load_state_dict(saved["optimizer"])
+        step.scheduler.load_state_dict(saved["scheduler"])
+        if step.ema is not None and saved["ema"]:
+            step.ema.module.load_state_dict(saved["ema"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        return _Progress(**saved["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # a state of another shape
+        raise CnnzooError(
+            f"cannot resume from {weights}: its training state does not fit this run ({e!r})"
+        ) from None
