@@ -26,15 +26,15 @@ def test_candidates_and_the_halving_plan():
 
 
 def test_race_scores_on_a_validation_split_carved_from_the_training_images(source, digits, monkeypatch):
-    finetune_module = importlib.import_module("cnnzoo.transfer.finetune")  # the package exports the function
+    trial_module = importlib.import_module("cnnzoo.transfer.trial")  # the package exports `race` itself
     seen = []
-    real = finetune_module.finetune
+    real = trial_module.finetune
 
     def spy(ft, cfg, **kw):
         seen.append((ft.strategy, cfg, kw["splits"]))
         return real(ft, cfg, **kw)
 
-    monkeypatch.setattr(finetune_module, "finetune", spy)
+    monkeypatch.setattr(trial_module, "finetune", spy)
     from cnnzoo.data.base import Splits, take_per_class
 
     little = Splits(take_per_class(digits.train, 10, 0), digits.test)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
+from ..data.loader import InMemoryLoader
+from ..explain import feature_maps, first_layer_filters, gradcam, saliency
 from ._common import pyplot, save_figure
 
 __all__ = ["plot_filters", "plot_feature_maps", "plot_heatmaps", "plot_digit_grid", "batch_of"]
@@ -19,8 +21,6 @@ __all__ = ["plot_filters", "plot_feature_maps", "plot_heatmaps", "plot_digit_gri
 
 def plot_filters(model: nn.Module, path: Path, title: str) -> Path:
     """The first convolution's kernels, on one gray scale centred on zero (mid-gray is 0)."""
-    from ..explain import first_layer_filters
-
     w = first_layer_filters(model)  # (O, I, k, k)
     w = w if w.shape[1] == 3 else w.mean(1, keepdims=True)
     peak = float(np.abs(w).max()) or 1.0
@@ -49,8 +49,6 @@ def plot_feature_maps(
 ) -> Path:
     """One image, then the conv/pool layers' maps for it, one row per layer (up to 16 channels); a deep
     network shows `max_layers` layers spread evenly from the first to the last."""
-    from ..explain import feature_maps
-
     layers = [layer for layer in feature_maps(model, x[:1]) if layer.maps.shape[-1] > 1]  # not a global pool
     if len(layers) > max_layers:
         keep = np.linspace(0, len(layers) - 1, max_layers).round().astype(int)
@@ -80,8 +78,6 @@ def plot_heatmaps(
     model: nn.Module, x: Tensor, images: np.ndarray, labels: list[str], path: Path, title: str
 ) -> Path:
     """For each image: the image, Grad-CAM at the last conv stage over it, gradient saliency over it."""
-    from ..explain import gradcam, saliency
-
     cam = gradcam(model, x)
     sal = saliency(model, x)
     n = len(x)
@@ -127,8 +123,6 @@ def plot_digit_grid(
 
 def batch_of(data, image_size: int) -> Tensor:
     """The whole (small) `ArrayDataset` as one float batch, prepared exactly as the engine's loaders do."""
-    from ..data.loader import InMemoryLoader
-
     info = data.info
     loader = InMemoryLoader(
         data,

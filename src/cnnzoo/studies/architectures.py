@@ -16,6 +16,7 @@ feature maps, Grad-CAM, saliency).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import textwrap
@@ -43,6 +44,7 @@ from ._common import (
     train_config,
     write_readme,
 )
+from ._pictures import batch_of, plot_feature_maps, plot_filters, plot_heatmaps
 from ._registry import Study, register_study
 
 __all__ = ["run_architectures_study", "rewrite_report", "PRESETS", "TORCHVISION", "PUBLISHED", "spearman"]
@@ -225,8 +227,6 @@ def speed_measured(names: list[str], batch: int, repeats: int) -> dict:
 
 
 def _wanted(pattern: str) -> list[str]:
-    import fnmatch
-
     pats = [p.strip() for p in pattern.split(",")]
     return [n for n in list_models() if any(fnmatch.fnmatch(n, p) for p in pats)]
 
@@ -236,8 +236,6 @@ def _wanted(pattern: str) -> list[str]:
 
 def pictures(out: Path, p: Preset, device: str) -> dict:
     """Train each picture model briefly on MNIST and draw what it computes; returns accuracies and files."""
-    from ._pictures import batch_of, plot_feature_maps, plot_filters, plot_heatmaps
-
     splits = load_dataset("mnist")
     train = splits.train.subset(subset_index(len(splits.train), p.picture_train, 0))
     test = splits.test.subset(subset_index(len(splits.test), 1_000, 0))

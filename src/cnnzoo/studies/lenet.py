@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import default_config
+from ..layers.partial_conv import C3_TABLE
 from ..models import count_params, create_model
 from ..models._base import group_of
 from ..summary import summarize
@@ -40,6 +42,7 @@ from ._common import (
     subset_index,
     write_readme,
 )
+from ._pictures import batch_of, plot_digit_grid, plot_feature_maps, plot_filters, plot_heatmaps
 from ._registry import Study, register_study
 
 __all__ = ["run_lenet_study", "rewrite_report", "PRESETS", "parameter_table"]
@@ -114,8 +117,6 @@ def _per_layer(name: str) -> dict[str, int]:
 
 def parameter_table() -> dict:
     """Both networks' parameters per layer, and the differences explained by the modules themselves."""
-    from ..models.lenet import C3_TABLE
-
     lecture, paper = _per_layer("lenet5"), _per_layer("lenet5_1998")
     m98 = create_model("lenet5_1998", num_classes=10, in_chans=1)
     connections = sum(len(ins) for ins in C3_TABLE)  # S2 maps read, summed over C3's 16 maps
@@ -188,8 +189,6 @@ def _train_one(model_name: str, augment: str | None, splits: Splits, preset: Pre
 @torch.no_grad()
 def _confusions(model, test, test_index, top: int = 24) -> dict:
     """The test digits the network gets wrong most confidently, and the most frequent confused pairs."""
-    from ._pictures import batch_of
-
     model.eval()
     x = batch_of(test, 28)
     probs = torch.cat([model(x[i : i + 1000]).float().softmax(1) for i in range(0, len(x), 1000)])
@@ -332,8 +331,6 @@ def _plot_parameters(table: dict, path: Path) -> None:
 
 def _pictures(results: dict, out: Path) -> list[str]:
     """Most confused digits; filters, feature maps, Grad-CAM of the saved seed-0 network (if saved)."""
-    from ._pictures import batch_of, plot_digit_grid, plot_feature_maps, plot_filters, plot_heatmaps
-
     test = load_dataset("mnist").test
     made = []
     conf = results.get("confusions")
@@ -349,8 +346,6 @@ def _pictures(results: dict, out: Path) -> list[str]:
     weights = out / "lenet5-seed0.safetensors"
     if not weights.exists():
         return made
-    from safetensors.torch import load_file
-
     model = create_model("lenet5", num_classes=10, in_chans=1)
     model.load_state_dict(load_file(weights))
     model.eval()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..artifacts.source import parse_source, provenance
 from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import TrainConfig, default_config
@@ -269,16 +270,12 @@ def pretrain_source(model: str, data: str, flags: dict, work: Path, device: str)
 
 
 def _source_facts(source: str | Path) -> dict:
-    from ..inference.pretrained import is_pretrained_name, pretrained_entry
-
-    if is_pretrained_name(str(source)):
-        entry = pretrained_entry(str(source))
-        return {"accuracy": entry.accuracy, "epochs": None, "train_seconds": None, "bundled": True}
-    run_dir = Path(source)
-    best = json.loads((run_dir / "best.json").read_text())
-    log = (run_dir / "metrics.jsonl").read_text().splitlines()
+    prov = provenance(source)
+    if prov.get("bundled"):
+        return {"accuracy": prov["accuracy"], "epochs": None, "train_seconds": None, "bundled": True}
+    log = (Path(source) / "metrics.jsonl").read_text().splitlines()
     seconds = json.loads(log[-1]).get("time") if log else None
-    return {"accuracy": best["metrics"]["test_acc"], "epochs": best.get("epoch"), "train_seconds": seconds}
+    return {"accuracy": prov["accuracy"], "epochs": prov["epoch"], "train_seconds": seconds}
 
 
 # --- cells: `cnnzoo finetune ... --strategy S --samples-per-class N --seed K` ---------------------------
@@ -404,10 +401,8 @@ def _row(grid: Grid, setting: Setting, source: str, splits: Splits, n: int, seed
 
 def _source_stamp(source: str | Path) -> str:
     """Changes when the source is retrained (so cached cells of an older source are not reused)."""
-    from ..inference.pretrained import is_pretrained_name, pretrained_entry
-
-    if is_pretrained_name(str(source)):
-        return pretrained_entry(str(source)).sha256
+    if parse_source(source).kind == "bundled":
+        return provenance(source)["sha256"]
     meta = json.loads((Path(source) / "best.json").read_text())
     return json.dumps(meta.get("metrics"), sort_keys=True)
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from ..transfer.advise import LARGE, SCRATCH_GAIN, SIMILAR_PROBE, SMALL, TABLE, ambiguities, recommend
+from ..transfer.calibrate import fit_rules
+from ..transfer.trial import Trial
+
 __all__ = [
     "write_report",
     "finding",
@@ -37,8 +41,6 @@ def _strategies(row: dict) -> list[str]:
 
 def advised(row: dict) -> str:
     """The rules' pick for a row, re-derived from the figures they measured (so rule changes re-apply)."""
-    from ..transfer.advise import recommend
-
     a = row["advice"]
     if "num_groups" not in a:
         return a["strategy"]
@@ -49,8 +51,6 @@ def advised(row: dict) -> str:
 
 def unsure(row: dict) -> list[str]:
     """Why the rules are unsure on a row (empty: sure), re-derived from the figures they measured."""
-    from ..transfer.advise import ambiguities
-
     a = row["advice"]
     if "num_groups" not in a:
         return list(a.get("ambiguous", []))
@@ -370,9 +370,6 @@ def _score_lines(results: dict) -> list[str]:
 
 def _refit_lines(results: dict) -> list[str]:
     """The rules in `advise.py` against what `calibrate.fit_rules` chooses on this run's calibration grid."""
-    from ..transfer.advise import LARGE, SCRATCH_GAIN, SIMILAR_PROBE, SMALL, TABLE
-    from ..transfer.calibrate import fit_rules
-
     grid = next((g for g in results["grids"] if g["name"] == "calibration"), None)
     rows = [r for r in (_rows(grid) if grid else []) if "num_groups" in r["advice"]]
     if not rows:
@@ -424,8 +421,6 @@ def _misses(grid: dict) -> list[str]:
 
 def _example_advice(results: dict) -> list[str]:
     """What `cnnzoo advise --samples-per-class N --trial` printed for the first held-out row."""
-    from ..transfer.trial import Trial
-
     grid = next((g for g in results["grids"] if g["name"] == "held-out"), None)
     if (
         grid is None

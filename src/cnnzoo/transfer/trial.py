@@ -18,6 +18,7 @@ whole training split.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +29,10 @@ from ..data.base import Splits
 from ..data.stats import stratified_split
 from ..errors import CnnzooError
 from ..runtime import resolve_device
-from .recipe import BATCH_SIZE, MAX_EPOCHS, MIN_STEPS, recipe_epochs
+from .finetune import FinetuneConfig, check_target_data, finetune
+from .freeze import AUX_GROUPS, groups
+from .recipe import BATCH_SIZE, MAX_EPOCHS, MIN_STEPS, finetune_plan, recipe_epochs
+from .sources import load_source
 
 __all__ = [
     "Trial",
@@ -86,8 +90,6 @@ def seconds_per_step(
 
     The most a step of any strategy costs (head and last:N skip parts of the backward pass): what the
     advice quotes as the price of a trial, and how `--budget` seconds become steps."""
-    import copy
-
     net = copy.deepcopy(model).to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-6)
     x = torch.randn(batch_size, channels, image_size, image_size, device=device)
@@ -164,11 +166,6 @@ def race(
     `budget`: seconds for the whole race (converted to steps at the measured cost of a full step);
     None: `multiple` recipe runs' worth of steps. `min_steps`/`max_epochs`: the recipe's (the study's
     quick preset shrinks them)."""
-    from .finetune import FinetuneConfig, check_target_data, finetune
-    from .freeze import AUX_GROUPS, groups
-    from .recipe import finetune_plan
-    from .sources import load_source
-
     check_target_data(splits)
     if budget is not None and not budget > 0:
         raise CnnzooError(f"the trial's budget is a positive number of seconds, got {budget}")
