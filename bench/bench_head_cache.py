@@ -28,18 +28,14 @@ from pathlib import Path
 
 import torch
 
+from cnnzoo.artifacts.checkpoint import save_checkpoint
 from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits
 from cnnzoo.engine import TrainConfig, train
-from cnnzoo.engine.checkpoint import save_checkpoint
-from cnnzoo.engine.train import (
-    RunContext,
-    autocast_dtype,
-    checkpoint_meta,
-    fit,
-    resolve_device,
-)
+from cnnzoo.engine.loop import fit
+from cnnzoo.engine.setup import RunContext, checkpoint_meta
 from cnnzoo.models import create_model
+from cnnzoo.runtime import autocast_dtype, resolve_device
 from cnnzoo.transfer import freeze, load_source, param_groups
 from cnnzoo.transfer.finetune import FinetuneConfig, finetune, source_loaders
 

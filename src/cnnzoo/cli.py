@@ -56,7 +56,7 @@ def cmd_models(args) -> int:
 
 
 def _print_pretrained(pattern: str, as_json: bool) -> int:
-    from .inference.pretrained import list_pretrained
+    from .models._pretrained import list_pretrained
 
     entries = list_pretrained(pattern)
     if not entries:
@@ -187,10 +187,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .engine.checkpoint import note
-    from .engine.evaluate import evaluate_checkpoint, format_confusion, plot_confusion
-    from .engine.runfolder import output_file
-    from .inference.pretrained import is_pretrained_name
+    from ._io import note, output_file
+    from .engine.evaluate import default_confusion_png, evaluate_checkpoint, format_confusion, plot_confusion
 
     explicit = output_file(args.confusion_png, "--confusion-png") if args.confusion_png else None
     metrics, ckpt = evaluate_checkpoint(
@@ -202,10 +200,7 @@ def cmd_evaluate(args) -> int:
         tta=args.tta,
     )
     data = metrics["dataset"]  # --data, or the checkpoint's own
-    safe = data.replace(":", "_").replace("/", "_").replace("\\", "_")
-    png = explicit or ckpt.path.parent / f"confusion-{safe}.png"
-    if not explicit and is_pretrained_name(args.checkpoint):  # never into the installed package's folder
-        png = None
+    png = explicit or default_confusion_png(ckpt, data)  # never into the installed package's folder
     try:
         if png is not None:
             plot_confusion(metrics["confusion"], ckpt.classes, png)
@@ -319,7 +314,7 @@ def cmd_advise(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .engine.runfolder import output_folder
+    from ._io import output_folder
     from .studies import get_study
 
     study = get_study(args.name)
@@ -340,7 +335,7 @@ EXPLAIN_METHODS = ("featuremaps", "filters", "gradcam", "saliency")  # cnnzoo.ex
 
 
 def cmd_explain(args) -> int:
-    from .engine.runfolder import output_folder
+    from ._io import output_folder
     from .explain import explain_images
     from .inference import load
 

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 import cnnzoo.artifacts.checkpoint as checkpoint
+from cnnzoo.artifacts.checkpoint import checkpoint_problem, save_checkpoint
 from cnnzoo.cli import main
 from cnnzoo.data.loader import InMemoryLoader
 from cnnzoo.engine import TrainConfig, default_config, train
-from cnnzoo.engine.checkpoint import checkpoint_problem, save_checkpoint
 from cnnzoo.engine.resume import write_config
 from cnnzoo.engine.runfolder import RunLock
 

@@ -13,7 +13,7 @@ from cnnzoo.cli import main
 from cnnzoo.engine import TrainConfig
 from cnnzoo.errors import CnnzooError
 from cnnzoo.inference import export
-from cnnzoo.inference.pretrained import pretrained_checkpoint
+from cnnzoo.models._pretrained import pretrained_checkpoint
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

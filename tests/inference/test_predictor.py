@@ -49,7 +49,7 @@ def test_predict_on_png_files_agrees_with_evaluate(run, tmp_path):
     # the evaluation path: the loader's batches, the model in eval mode, fp32
     from cnnzoo.data.base import Splits
     from cnnzoo.engine.evaluate import evaluate_checkpoint  # noqa: F401  (the path `evaluate` takes)
-    from cnnzoo.engine.train import make_loaders
+    from cnnzoo.engine.setup import make_loaders
 
     meta = predictor.meta
     splits = load_dataset("mnist")

@@ -2,7 +2,14 @@
 
 import pytest
 
+import cnnzoo
+
 
 @pytest.fixture(scope="session")
 def lenet_source() -> str:
     return "lenet5:mnist"
+
+
+@pytest.fixture(scope="module")
+def predictor(lenet_source):
+    return cnnzoo.load(lenet_source)

@@ -21,7 +21,6 @@ with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 by a warning; h
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-import cnnzoo
 from cnnzoo.data import load_dataset
 from cnnzoo.errors import CnnzooError
 from cnnzoo.serve import ServeSettings, create_app
@@ -29,11 +28,6 @@ from cnnzoo.serve import ServeSettings, create_app
 NAME = "lenet5-mnist"
 PREDICT = f"/v1/models/{NAME}/predict"
 PNG = {"content-type": "image/png"}
-
-
-@pytest.fixture(scope="module")
-def predictor(lenet_source):
-    return cnnzoo.load(lenet_source)
 
 
 @pytest.fixture(scope="module")

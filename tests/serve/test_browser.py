@@ -13,7 +13,6 @@ import httpx
 import pytest
 from PIL import Image
 
-import cnnzoo
 from cnnzoo.data import load_dataset
 from cnnzoo.serve import ServeSettings, create_app
 
@@ -57,11 +56,6 @@ def running(predictors: dict):
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-@pytest.fixture(scope="module")
-def predictor(lenet_source):
-    return cnnzoo.load(lenet_source)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-import cnnzoo
 from cnnzoo.data import load_dataset
 from cnnzoo.serve import ServeSettings, create_app, routes
 from cnnzoo.serve.requests import model_of
@@ -27,11 +26,6 @@ with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 by a warning; h
     from starlette.testclient import TestClient
 
 NAME = "lenet5-mnist"
-
-
-@pytest.fixture(scope="module")
-def predictor(lenet_source):
-    return cnnzoo.load(lenet_source)
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cnnzoo import create_model
+from cnnzoo.artifacts.checkpoint import save_checkpoint
 from cnnzoo.cli import main
 from cnnzoo.data.base import Splits
 from cnnzoo.engine import TrainConfig, load_checkpoint
-from cnnzoo.engine.checkpoint import save_checkpoint
 from cnnzoo.errors import CnnzooError
 from cnnzoo.transfer import groups
 from cnnzoo.transfer.finetune import FinetuneConfig, finetune

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo import CnnzooError, create_model
+from cnnzoo.models._weights import _SkipInit
 from cnnzoo.transfer import (
     freeze,
     group_table,
@@ -21,7 +22,6 @@ from cnnzoo.transfer import (
     set_frozen_bn_eval,
     unfreeze,
 )
-from cnnzoo.models._weights import _SkipInit
 
 RESNET18 = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from cnnzoo import CnnzooError, create_model
-from cnnzoo.engine.checkpoint import save_checkpoint
-from cnnzoo.transfer import adapt_conv_weight, adapt_stats, load_source, map_timm_names
+from cnnzoo.artifacts.checkpoint import save_checkpoint
 from cnnzoo.models._weights import _SkipInit, clean_state_dict
+from cnnzoo.transfer import adapt_conv_weight, adapt_stats, load_source, map_timm_names
 
 MNIST = {"mean": [0.1307], "std": [0.3081]}
 CIFAR = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}

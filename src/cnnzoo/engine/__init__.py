@@ -1,6 +1,6 @@
 """Training, evaluation and checkpoints (prediction on images is `cnnzoo.inference`)."""
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..artifacts.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_config
 from .evaluate import evaluate_checkpoint, evaluate_model
 from .train import TrainResult, fit, train

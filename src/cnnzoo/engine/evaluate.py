@@ -94,7 +94,9 @@ def evaluate_checkpoint(
     with (recorded in the checkpoint; fp32 for older runs).
     """
     dev = resolve_device(device)
-    ckpt = open_source(checkpoint, dev)  # any source: a run, a checkpoint, an export folder, bundled weights...
+    ckpt = open_source(
+        checkpoint, dev
+    )  # any source: a run, a checkpoint, an export folder, bundled weights...
     data = data or ckpt.meta.get("dataset")
     if not data:
         raise CnnzooError(f"{checkpoint} does not record the dataset it was trained on: name one with --data")

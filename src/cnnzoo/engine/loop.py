@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..artifacts.checkpoint import load_training_state, read_meta
+from ..artifacts.checkpoint import save_checkpoint as _save
 from ..errors import CnnzooError
+from ..models._weights import load_state_dict_checked
 from ..runtime import autocast_dtype, precision_name
-from .checkpoint import load_state_dict_checked, load_training_state, read_meta
-from .checkpoint import save_checkpoint as _save
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum
 from .evaluate import evaluate_model
@@ -217,8 +219,6 @@ def _result(
 def _wrap(model: nn.Module, cfg: TrainConfig, dist_env: DistEnv, device: torch.device) -> nn.Module:
     net = model
     if dist_env.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .._io import atomic_write, note
+from ..artifacts.checkpoint import PREVIOUS, read_meta, restore_previous, usable_checkpoint
 from ..errors import CnnzooError
-from .checkpoint import PREVIOUS, read_meta, restore_previous, usable_checkpoint
 from .config import TrainConfig, load_config
 from .runfolder import check_writable, clean_temporaries, count, read_json
 

@@ -17,9 +17,9 @@ import socket
 import time
 from pathlib import Path
 
-from .._io import output_file, output_folder  # noqa: F401  (re-exported until callers move)
+from .._io import describe_os_error, note, output_file, output_folder  # noqa: F401  (re-exported until callers move)
+from ..artifacts.checkpoint import PREVIOUS, read_meta, stale_temporaries
 from ..errors import CnnzooError
-from .checkpoint import PREVIOUS, describe_os_error, note, read_meta, stale_temporaries
 
 __all__ = ["RunLock", "new_run"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._io import atomic_write, describe_os_error
 from ..errors import CnnzooError
-from .checkpoint import atomic_write, describe_os_error
 
 __all__ = ["RunLog", "plot_curves"]
 

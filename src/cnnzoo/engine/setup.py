@@ -20,7 +20,7 @@ import torch
 
 from ..data import load_dataset
 from ..data.augment import AugmentConfig
-from ..data.base import ArrayDataset, DatasetInfo, Splits
+from ..data.base import ArrayDataset, DatasetInfo, Splits, take_per_class
 from ..data.folder import MAX_DEFAULT_SIZE
 from ..data.loader import InMemoryLoader
 from ..data.stream import StreamingLoader
@@ -38,6 +38,7 @@ __all__ = [
     "load_splits",
     "dataset_options",
     "apply_train_subset",
+    "target_splits",
     "check_image_size",
     "resolve_image_size",
     "check_memory",
@@ -210,3 +211,12 @@ def default_run_dir(model: str, data: str, *, prefix: str = "") -> Path:
         n += 1
         run_dir = Path("runs") / f"{base}-{n}"
     return run_dir
+
+
+def target_splits(splits: Splits, cfg: TrainConfig, samples_per_class: int = 0) -> Splits:
+    """The training images a run sees: `cfg.train_subset` drawn at random, then at most `samples_per_class`
+    per class (both seeded by `cfg.seed`); the test split stays whole."""
+    splits = apply_train_subset(splits, cfg)
+    if samples_per_class:
+        splits = Splits(take_per_class(splits.train, samples_per_class, cfg.seed), splits.test)
+    return splits

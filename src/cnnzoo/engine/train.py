@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..models import count_params, create_model
-from ..runtime import autocast_dtype, resolve_device  # noqa: F401  (re-exported until callers move)
+from ..runtime import resolve_device
 from .config import TrainConfig
 from .distributed import cleanup_distributed, setup_distributed
 from .loop import TrainResult, fit
@@ -34,7 +34,7 @@ from .setup import (
     resolve_image_size,
 )
 
-__all__ = ["train", "fit", "resolve_device", "autocast_dtype", "make_loaders", "TrainResult", "RunContext"]
+__all__ = ["train", "fit", "make_loaders", "TrainResult", "RunContext"]  # the last four: from loop and setup
 
 
 def train(

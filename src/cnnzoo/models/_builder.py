@@ -31,7 +31,9 @@ def _check_positive(what: str, value: int | None) -> None:
         raise CnnzooError(f"{what} must be a positive integer, got {value!r}")
 
 
-def build_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+def build_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs
+) -> nn.Module:
     """The registered builder's model with fresh weights and its `pretrained_cfg` (no timm keywords: see
     `create_model`). `num_classes=0` builds the default head, which `finish_model` then removes."""
     info = model_info(name)

@@ -76,5 +76,3 @@ def model_info(name: str) -> ModelInfo:
     if name not in _MODELS:
         raise unknown_name("model", name, _MODELS, "see `cnnzoo models`")
     return _MODELS[name]
-
-

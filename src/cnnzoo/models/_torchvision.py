@@ -57,5 +57,3 @@ def fetch_torchvision(name: str) -> tuple[dict[str, Tensor], list[str] | None]:
         ) from None
     categories = weights.meta.get("categories")
     return unwrap_state_dict(state, Path(weights.url)), list(categories) if categories else None
-
-

@@ -504,7 +504,9 @@ def load_adapted(
     return model, report, src_classes, src_chans
 
 
-def _check_source_fits(state: dict[str, Tensor], layout: _Layout, name: str, label: str, hint_guess: bool) -> None:
+def _check_source_fits(
+    state: dict[str, Tensor], layout: _Layout, name: str, label: str, hint_guess: bool
+) -> None:
     problems = _diff(state, layout)
     if not any(problems):
         return

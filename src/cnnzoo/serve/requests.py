@@ -5,8 +5,6 @@ message the client gets (the app turns it into `{"error": ..., "status": N}`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -14,9 +12,7 @@ from starlette.requests import Request
 
 from ..errors import CnnzooError
 from .served import ServedModel
-
-if TYPE_CHECKING:
-    from .app import ServeSettings
+from .settings import ServeSettings
 
 __all__ = ["ApiError", "model_of", "top_k_of", "read_body", "uploads", "decode"]
 

@@ -28,8 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import ArrayDataset, Splits
+from ..data.loader import InMemoryLoader
 from ..engine.config import TrainConfig
+from ..engine.evaluate import evaluate_model
+from ..engine.loop import fit
+from ..engine.setup import RunContext, make_loaders
 from ..errors import CnnzooError
+from ..runtime import EVAL_BATCH, resolve_device
+from ..summary.trace import WHOLE_INPUT, Field, OpTracer
 
 __all__ = [
     "StudyRun",
@@ -266,8 +272,6 @@ class Fit:
 def fit_quiet(model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size: int) -> Fit:
     """Train `model` on `splits` with the engine's loop (same optimiser, schedule and precision as
     `cnnzoo train`), keeping nothing on disk."""
-    from ..engine.train import RunContext, fit, make_loaders, resolve_device
-
     device = resolve_device(cfg.device)
     info = splits.info
     loaders = make_loaders(
@@ -291,10 +295,6 @@ def fit_quiet(model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size:
 @torch.no_grad()
 def accuracy_on(model: nn.Module, data: ArrayDataset, image_size: int, device: str = "cpu") -> float:
     """Accuracy (%) on `data` without augmentation, in fp32: the train accuracy a gap is measured with."""
-    from ..data.loader import InMemoryLoader
-    from ..engine.evaluate import EVAL_BATCH, evaluate_model
-    from ..engine.train import resolve_device
-
     info = data.info
     loader = InMemoryLoader(
         data,
@@ -349,8 +349,6 @@ def images_per_second(
 
 def computed_rf(module: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int] | str:
     """The receptive field of `module`'s output, from the summary's op tracer (no values involved)."""
-    from ..summary.trace import WHOLE_INPUT, Field, OpTracer
-
     x = torch.zeros(1, *input_size)
     tracer = OpTracer()
     was_training = module.training

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ..data import load_dataset
 from ..data.base import Splits
@@ -242,8 +242,6 @@ def _measure(run: StudyRun, out: Path, device: str) -> None:
                 }
             )
             if key == "lenet5" and seed == 0:
-                from safetensors.torch import save_file
-
                 results["confusions"] = _confusions(fit.model, splits.test, test_index.tolist())
                 save_file(
                     {k: v.contiguous() for k, v in fit.model.state_dict().items()},

@@ -12,22 +12,35 @@ Strategies (how far back to fine-tune):
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
-from dataclasses import dataclass, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ..data.base import Splits, take_per_class
-from ..engine.checkpoint import atomic_write, save_checkpoint
+from .._io import atomic_write
+from ..artifacts.checkpoint import save_checkpoint
+from ..data import load_dataset
+from ..data.base import Splits
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
+from ..engine.loop import TrainResult, fit
+from ..engine.runfolder import new_run
 from ..engine.runlog import RunLog
-from ..engine.setup import apply_train_subset, checkpoint_meta, dataset_options, default_run_dir
-from ..engine.train import RunContext, TrainResult, autocast_dtype, fit, make_loaders, resolve_device
+from ..engine.setup import (
+    RunContext,
+    checkpoint_meta,
+    dataset_options,
+    default_run_dir,
+    make_loaders,
+    target_splits,
+)
 from ..errors import CnnzooError
 from ..models import create_model, model_info
+from ..runtime import autocast_dtype, resolve_device
 from .features import extract_features, train_linear_head
 from .freeze import freeze, param_groups, parse_strategy_groups, unfreeze
 from .recipe import gradual_head_epochs
@@ -97,9 +110,6 @@ def finetune(
     The run folder follows `cnnzoo train`'s rules (`engine/runfolder.py`): an existing run is refused
     unless `overwrite`, and the folder is locked while this process writes it. A `run_dir` given is
     checked before any work; the default one is made once the source and data are known."""
-    from contextlib import ExitStack
-
-    from ..engine.runfolder import new_run
 
     with ExitStack() as held:
 
@@ -114,8 +124,6 @@ def finetune(
 
 
 def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
-    from ..data import load_dataset
-
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
     splits = target_splits(splits, cfg, ft.samples_per_class)
     check_target_data(splits)
@@ -166,15 +174,6 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
     return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
 
 
-def target_splits(splits: Splits, cfg: TrainConfig, samples_per_class: int = 0) -> Splits:
-    """The training images a run sees: `cfg.train_subset` drawn at random, then at most `samples_per_class`
-    per class (both seeded by `cfg.seed`); the test split stays whole."""
-    splits = apply_train_subset(splits, cfg)
-    if samples_per_class:
-        splits = Splits(take_per_class(splits.train, samples_per_class, cfg.seed), splits.test)
-    return splits
-
-
 def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float, float]:
     """Rates of gradual's second phase, lower than the head phase's: the head is trained, keep what was
     learned. The given range; else with a layer decay the head at lr/10; else lr/100 (stem) to lr/10 (head)."""
@@ -205,9 +204,6 @@ def source_loaders(
 
 
 def _config_json(ft: FinetuneConfig, cfg: TrainConfig) -> str:
-    import json
-    from dataclasses import asdict
-
     return json.dumps({"finetune": asdict(ft), "train": cfg.to_dict()}, indent=2)
 
 

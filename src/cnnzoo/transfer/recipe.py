@@ -23,8 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import TrainConfig
+from ..engine.setup import dataset_options, target_splits
 
 __all__ = [
     "RATES",
@@ -110,10 +112,6 @@ def finetune_plan(
     recipe for `ft.strategy` on that many; `ft.head_epochs` None becomes a third of the epochs.
     `overrides`: `TrainConfig` fields (None = the recipe's). `min_steps`/`max_epochs`: only the study's
     quick preset shrinks them."""
-    from ..data import load_dataset
-    from ..engine.setup import dataset_options
-    from .finetune import target_splits
-
     draft = recipe_config(ft.strategy, 0, data=data, model=ft.model, **overrides)
     splits = splits if splits is not None else load_dataset(data, **dataset_options(draft))
     n_train = len(target_splits(splits, draft, ft.samples_per_class).train)

@@ -105,7 +105,9 @@ def load_source(
         src.name, src.kwargs, src.state, num_classes=num_classes, in_chans=in_chans, reset_head=reset_head,
         label=src.label, hint_guess=src.kind == "weights",
     )  # fmt: skip
-    return LoadedSource(model, src.name, dict(src.kwargs), _meta(src, in_chans, src_classes, src_chans), report)
+    return LoadedSource(
+        model, src.name, dict(src.kwargs), _meta(src, in_chans, src_classes, src_chans), report
+    )
 
 
 def _meta(src: SourceWeights, in_chans: int, src_classes: int | None, src_chans: int) -> dict:
