@@ -1,11 +1,13 @@
 """The command line: one clear line and exit 2 for bad input, never a traceback."""
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+import cnnzoo.cli as cli
 from cnnzoo.cli import main
 
 
@@ -73,3 +75,60 @@ def test_datasets_lists_and_describes(capsys):
 def test_download_is_needed_for_cifar():
     r = run_cli("train", "lenet5", "--data", "cifar10", "--data-dir", "/nonexistent/cifar")
     assert r.returncode == 2 and "--download" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- the command table: the extension point ---------------------------------------------------------
+
+
+def subparsers(parser) -> dict:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def option(subparser, flag: str) -> argparse.Action:
+    return next(a for a in subparser._actions if flag in a.option_strings)
+
+
+def test_the_command_table_is_the_parser(monkeypatch, capsys):
+    """Every COMMANDS entry is a subcommand, in the table's order, and a new entry is a new command: its
+    `_add_NAME_arguments` declares the flags, its `cmd_NAME` runs."""
+    assert list(subparsers(cli.build_parser())) == [c.name for c in cli.COMMANDS]
+
+    def add_arguments(p):
+        p.add_argument("--to", default="world", help="whom to greet")
+
+    def run(args):
+        print(f"hello {args.to}")
+        return 0
+
+    monkeypatch.setattr(cli, "_add_hello_arguments", add_arguments, raising=False)
+    monkeypatch.setattr(cli, "cmd_hello", run, raising=False)
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, cli.Command("hello", "greet someone")))
+    assert list(subparsers(cli.build_parser()))[-1] == "hello"
+    assert main(["hello", "--to", "you"]) == 0 and capsys.readouterr().out == "hello you\n"
+
+
+def test_choices_are_the_librarys_own():
+    from cnnzoo.engine.config import PRECISIONS
+    from cnnzoo.explain import METHODS
+    from cnnzoo.inference.export import FORMATS
+
+    subs = subparsers(cli.build_parser())
+    assert option(subs["explain"], "--method").choices == METHODS
+    assert all(m in option(subs["explain"], "--method").help for m in METHODS)
+    for name in ("evaluate", "predict"):
+        precision = option(subs[name], "--precision")
+        assert precision.choices == PRECISIONS and all(p in precision.help for p in PRECISIONS)
+    formats = option(subs["export"], "--format")
+    assert formats.default == ",".join(FORMATS) and f"subset of {', '.join(FORMATS)} " in formats.help
+
+
+def test_main_declares_only_the_command_it_runs():
+    """`main`'s parser declares a command's arguments when the command is used (so `cnnzoo models` imports
+    nothing for `explain`'s or `export`'s choices), and then they are the eager parser's, help and all."""
+    eager, deferred = subparsers(cli.build_parser()), subparsers(cli.build_parser(deferred=True))
+    assert all(len(p._actions) == 1 for p in deferred.values())  # -h only, until used
+    for name, p in eager.items():
+        assert deferred[name].format_help() == p.format_help(), name
+        assert [a.dest for a in deferred[name]._actions] == [a.dest for a in p._actions]
+        assert deferred[name].get_default("func") is p.get_default("func") is not None

@@ -2,6 +2,8 @@
 
 A `CnnzooError` (bad input) becomes one line on stderr and exit status 2, never a traceback. The training
 flags are generated from `TrainConfig`'s fields (name, type, choices, help): one list, in the library.
+A subcommand is one entry of `COMMANDS`; the choices it offers (precisions, export formats, explanation
+methods, studies) are read from the library that owns them, never copied here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 from .errors import CnnzooError
 
@@ -331,8 +333,6 @@ def cmd_study(args) -> int:
 
 # --- seeing inside, serving -------------------------------------------------------------------
 
-EXPLAIN_METHODS = ("featuremaps", "filters", "gradcam", "saliency")  # cnnzoo.explain.METHODS
-
 
 def cmd_explain(args) -> int:
     from ._io import output_folder
@@ -373,47 +373,47 @@ def cmd_serve(args) -> int:
     return 130 if stopped_by == signal.SIGINT else 0  # SIGTERM: a graceful stop, as asked
 
 
-# --- the parser -------------------------------------------------------------------------------
+# --- the parser: one entry of COMMANDS per subcommand -------------------------------------------
+# Choices are read from the library that owns them, inside the functions: importing cnnzoo.cli stays cheap,
+# and `main` declares only the arguments of the command it runs (see `_CommandParser`).
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 SOURCE_HELP = "a run folder, a .safetensors checkpoint, an export folder, or bundled weights (lenet5:mnist)"
-PRECISION_HELP = "arithmetic of inference: fp32, bf16, fp16 or auto (default: what the run evaluated with)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .studies import get_study, list_studies
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    from .engine.config import PRECISIONS
 
-    parser = argparse.ArgumentParser(prog="cnnzoo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    named = ", ".join(name for name in PRECISIONS if name != "auto")
+    text = f"arithmetic of inference: {named} or auto (default: what the run evaluated with)"
+    p.add_argument("--precision", choices=PRECISIONS, help=text)
 
-    p = sub.add_parser("models", help="list the models: family, parameters, input sizes, paper")
+
+def _add_models_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help='shell pattern, e.g. "resnet*" (default: all)')
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--pretrained", action="store_true", help="list the bundled pretrained weights with their accuracy"
     )
-    p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("summary", help="layer-by-layer table: shapes, parameters, MACs, receptive fields")
+
+def _add_summary_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="a model name (see `cnnzoo models`)")
     p.add_argument("--input-size", type=positive_int, help="side of the square input (default: the paper's)")
     p.add_argument("--in-chans", type=positive_int, help="input channels (default: the model's)")
     p.add_argument("--num-classes", type=positive_int, help="classifier outputs (default: the model's)")
     p.add_argument("--depth", type=positive_int, help="collapse modules nested deeper than this")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser(
-        "datasets", help="list the datasets, or show one's classes, size, channels and statistics"
-    )
+
+def _add_datasets_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="a dataset to describe (loads it)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--download", action="store_true", help="fetch kmnist/cifar10/cifar100 if missing")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("train", help="train a model from scratch on a dataset")
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="a model name (see `cnnzoo models`)")
     p.add_argument("--data", help="dataset name or folder:PATH (default mnist)")
     p.add_argument(
@@ -427,11 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "evaluate", help="accuracy, top-5, per-class accuracy and confusion matrix of a checkpoint"
-    )
+
+def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint", help="a run folder, a .safetensors checkpoint or bundled weights (lenet5:mnist)"
     )
@@ -440,17 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    _add_precision_option(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--confusion-png", help="where to write the confusion matrix plot")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k classes of image files")
+
+def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help=SOURCE_HELP)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default 5)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    _add_precision_option(p)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
     p.add_argument(
         "--no-fit",
@@ -458,22 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not frame the images as MNIST-like training data was (invert, crop, fit, centre)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser(
-        "export", help="write ONNX, TorchScript and safetensors files with a model card, parity checked"
-    )
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .inference.export import FORMATS
+
+    every = {2: "both", 3: "all three", 4: "all four"}.get(len(FORMATS), "all")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument(
         "--format",
-        default="onnx,torchscript,safetensors",
-        help="comma-separated subset of onnx, torchscript, safetensors (default: all three)",
+        default=",".join(FORMATS),
+        help=f"comma-separated subset of {', '.join(FORMATS)} (default: {every})",
     )
     p.add_argument("--out", required=True, help="the folder to create (written whole, or not at all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("finetune", help="fine-tune a pretrained model on a dataset (transfer learning)")
+
+def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from",
         dest="source",
@@ -501,11 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p, lr_range=True)
-    p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser(
-        "advise", help="recommend how far back to fine-tune, from measured data size and similarity"
-    )
+
+def _add_advise_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", required=True, help="the pretrained source (as for finetune)")
     p.add_argument("--data", required=True, help="the target dataset name or folder:PATH")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the cache)")
@@ -530,41 +527,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds for the trial (implies --trial; default: 3 fine-tuning runs' steps)",
     )
     p.add_argument("--json", action="store_true", help="print JSON, with the measured figures")
-    p.set_defaults(func=cmd_advise)
+
+
+def _add_study_arguments(p: argparse.ArgumentParser) -> None:
+    from .studies import get_study, list_studies
 
     names = list_studies()
-    p = sub.add_parser(
-        "study",
-        help="reproducible studies of the classic claims; each writes reports/NAME/",
-        description="\n".join(f"{n}: {get_study(n).summary}" for n in names),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p.description = "\n".join(f"{n}: {get_study(n).summary}" for n in names)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # one study per line, as written
     p.add_argument("name", choices=names, help="the study to run")
     p.add_argument("--quick", action="store_true", help="a small preset that runs in a few minutes")
     p.add_argument("--out", help="where the report goes (default reports/NAME)")
     p.add_argument("--seeds", type=positive_int, help="seeds per cell (default: the preset's)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--report-only", action="store_true", help="re-render the report from OUT/results.json")
-    p.set_defaults(func=cmd_study)
 
-    p = sub.add_parser(
-        "explain", help="see inside a model: feature maps, first-layer filters, Grad-CAM, saliency (PNGs)"
-    )
+
+def _add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    from .explain import METHODS
+
     p.add_argument("source", help="a run folder, a .safetensors checkpoint or a bundled name (lenet5:mnist)")
     p.add_argument("images", nargs="*", help="image files (none needed for --method filters)")
     p.add_argument(
         "--method",
         required=True,
-        choices=EXPLAIN_METHODS,
+        choices=METHODS,
         help="featuremaps (every conv/pool layer), filters (the first layer's), gradcam or saliency",
     )
     p.add_argument("--out", default="explain", help="folder for the PNGs (default ./explain)")
     p.add_argument("--layer", help="gradcam: the module to explain at (default: the last conv stage)")
     p.add_argument("--target", help="gradcam/saliency: the class to explain (default: the predicted one)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default cpu)")
-    p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("serve", help="HTTP inference server: micro-batching, metrics, a draw-a-digit page")
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source",
         nargs="?",
@@ -594,7 +590,78 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=positive_int, help="threads of the forward pass (default: all cores but one)"
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
-    p.set_defaults(func=cmd_serve)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name and its line in `cnnzoo --help`. Its two functions live in this module and are
+    found by name when its parser declares its arguments (as `cmd.Cmd` finds `do_NAME`), so a test can stand in for either:
+    `_add_NAME_arguments(p)` declares its flags, `cmd_NAME(args)` runs it and returns the exit status.
+    A new command is those two functions and one entry in `COMMANDS`."""
+
+    name: str
+    help: str
+
+    def declare(self, p: argparse.ArgumentParser) -> None:
+        module = globals()
+        module[f"_add_{self.name}_arguments"](p)
+        p.set_defaults(func=module[f"cmd_{self.name}"])
+
+
+# in the order `cnnzoo --help` lists them
+COMMANDS: tuple[Command, ...] = (
+    Command("models", "list the models: family, parameters, input sizes, paper"),
+    Command("summary", "layer-by-layer table: shapes, parameters, MACs, receptive fields"),
+    Command("datasets", "list the datasets, or show one's classes, size, channels and statistics"),
+    Command("train", "train a model from scratch on a dataset"),
+    Command("evaluate", "accuracy, top-5, per-class accuracy and confusion matrix of a checkpoint"),
+    Command("predict", "top-k classes of image files"),
+    Command("export", "write ONNX, TorchScript and safetensors files with a model card, parity checked"),
+    Command("finetune", "fine-tune a pretrained model on a dataset (transfer learning)"),
+    Command("advise", "recommend how far back to fine-tune, from measured data size and similarity"),
+    Command("study", "reproducible studies of the classic claims; each writes reports/NAME/"),
+    Command("explain", "see inside a model: feature maps, first-layer filters, Grad-CAM, saliency (PNGs)"),
+    Command("serve", "HTTP inference server: micro-batching, metrics, a draw-a-digit page"),
+)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that can declare its arguments late: at the latest when it parses or shows its
+    help. `main` relies on that, so `cnnzoo models` never imports what other commands' choices come from
+    (the explanation methods, the export formats, the studies)."""
+
+    def __init__(self, *args, command: Command, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._undeclared: Command | None = command
+
+    def declare(self) -> None:
+        command, self._undeclared = self._undeclared, None
+        if command is not None:
+            command.declare(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.declare()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.declare()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.declare()
+        return super().format_help()
+
+
+def build_parser(*, deferred: bool = False) -> argparse.ArgumentParser:
+    """The `cnnzoo` parser: one subcommand per `COMMANDS` entry, in its order. With `deferred=True` (what
+    `main` uses) each subcommand declares its arguments only when it is used; the parser is the same."""
+    parser = argparse.ArgumentParser(prog="cnnzoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
+    sub.required = True
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, command=command)
+        if not deferred:
+            p.declare()
     return parser
 
 
@@ -645,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warnings()
     try:
         _import_torch_deferring_ctrl_c()
-        parser = build_parser()
+        parser = build_parser(deferred=True)  # only the command run declares its arguments
         args = parser.parse_args(argv)
         return args.func(args) or 0
     except CnnzooError as e:
