@@ -173,7 +173,7 @@ def test_every_bad_input_is_a_4xx_with_a_json_error_and_the_server_keeps_answeri
         ("JSON content type", "post", PREDICT, dict(json={"image": "x"}), 415, "application/json"),
         ("no content type", "post", PREDICT, dict(content=png), 415, "none"),
         ("unknown model", "post", "/v1/models/resnet9000/predict", dict(content=png, headers=PNG), 404, "unknown model"),
-        ("unknown route", "get", "/v2/everything", {}, 404, "no route"),
+        ("unknown route", "get", "/v9/everything", {}, 404, "no route"),
         ("wrong method", "get", PREDICT, {}, 405, "not allowed"),
         ("top_k zero", "post", PREDICT + "?top_k=0", dict(content=png, headers=PNG), 400, "top_k"),
         ("top_k not a number", "post", PREDICT + "?top_k=many", dict(content=png, headers=PNG), 400, "top_k"),

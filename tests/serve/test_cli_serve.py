@@ -6,9 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -26,38 +26,40 @@ def png_of_digit(i: int = 0) -> bytes:
 
 
 def test_serve_subprocess_answers_and_shuts_down_gracefully(lenet_source):
-    # --max-delay-ms 400: a lone request waits that long for company, so it is in flight when SIGTERM comes
-    cmd = [sys.executable, "-m", "cnnzoo", "serve", lenet_source, "--port", "0", "--max-delay-ms", "400"]
+    cmd = [sys.executable, "-m", "cnnzoo", "serve", lenet_source, "--port", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
-        base = f"http://127.0.0.1:{match.group(1)}"
-        with httpx.Client(base_url=base, timeout=30) as c:
+        port = int(match.group(1))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             deadline = time.monotonic() + 60
             while c.get("/readyz").status_code != 200:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             name = c.get("/v1/models").json()["models"][0]["name"]
-            url, body = f"/v1/models/{name}/predict", png_of_digit()
-            answered = {}
-
-            def in_flight():
-                with httpx.Client(base_url=base, timeout=30) as own:
-                    r = own.post(url, content=body, headers={"content-type": "image/png"})
-                answered["status"], answered["batch"] = r.status_code, r.headers.get("x-batch-size")
-
-            t = threading.Thread(target=in_flight)
-            t.start()
-            queued = f'cnnzoo_queue_depth{{model="{name}"}} 1.0'
-            while queued not in c.get("/metrics").text:  # the request waits out --max-delay-ms
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+        url, body = f"/v1/models/{name}/predict", png_of_digit()
+        # A request in flight when SIGTERM comes: its handler has started reading the body (the server
+        # says "100 Continue" when it asks for it), and the body is sent only after the signal.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
             proc.send_signal(signal.SIGTERM)
-            t.join(30)
-        assert answered == {"status": 200, "batch": "1"}
+            time.sleep(0.3)  # the server is shutting down: no new connection, this request still running
+            sock.sendall(body)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, answer
+                answer += chunk
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"x-batch-size: 1" in head.lower()
+        assert json.loads(payload)["top"][0]["class"] == "7"  # the test set's first digit
         assert proc.wait(30) == 0
         log = [json.loads(x) for x in proc.stderr.read().splitlines() if x.startswith("{")]
         assert any(x["path"] == url and x["status"] == 200 for x in log)  # the access log, one JSON line each

@@ -6,9 +6,11 @@ the draw-a-digit page.
 
 Needs the `serve` extra (`pip install 'cnnzoo[serve]'`): starlette, uvicorn, python-multipart,
 prometheus_client. `routes.py` has the routes (a new one: a handler there and a line in `ROUTES`),
-`requests.py` the reading of a request and its limits, `app.py` the settings, the app's state, lifespan
-and errors, `observe.py` the metrics and access log per request, `batcher.py` the micro-batcher,
-`served.py` what one model does per request, `run.py` the command, `static/index.html` the page.
+`v2.py` the Open Inference Protocol's (KServe v2, Triton's REST API) and `v2_codec.py` its bodies,
+`requests.py` the reading of a request, its limits and its wait for a forward pass, `app.py` the
+settings, the app's state, lifespan and errors, `observe.py` the metrics and access log per request,
+`batcher.py` the micro-batcher, `served.py` what one model does per request, `run.py` the command,
+`static/index.html` the page.
 """
 
 from .app import ApiError, ServeSettings, create_app

@@ -1,6 +1,7 @@
 """The ASGI app (Starlette): the settings, the models and their forward thread in `app.state`, the
 lifespan (micro-batchers started, models warmed up, all stopped on shutdown), metrics and the access log
-(`observe.py`), and every error as JSON `{"error": "...", "status": N}`. The routes are `routes.py`'s
+(`observe.py`), and every error as JSON `{"error": "...", "status": N}` (on /v2, the Open Inference
+Protocol's `{"error": "..."}`). The routes are `routes.py`'s
 `ROUTES` (the API, and how to add a route, is described there); reading a request is `requests.py`.
 """
 
@@ -24,6 +25,7 @@ from .observe import Observe
 from .requests import ApiError
 from .served import ServedModel
 from .settings import ServeSettings
+from .v2 import is_v2
 
 __all__ = ["ServeSettings", "create_app", "ApiError"]
 
@@ -90,12 +92,14 @@ async def _warm_up(state) -> None:
 # --- errors, all as JSON -------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def _error(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The error as JSON: `{"error": ..., "status": N}`, or on /v2 the protocol's own `{"error": ...}`."""
+    body = {"error": message} if is_v2(request.url.path) else {"error": message, "status": status}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    return _error(exc.status, exc.message, exc.headers)
+    return _error(request, exc.status, exc.message, exc.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -103,9 +107,11 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
         404: f"no route {request.url.path}",
         405: f"{request.method} is not allowed on {request.url.path}",
     }
-    return _error(exc.status_code, message.get(exc.status_code, exc.detail), getattr(exc, "headers", None))
+    return _error(
+        request, exc.status_code, message.get(exc.status_code, exc.detail), getattr(exc, "headers", None)
+    )
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+    return _error(request, 500, f"internal error ({type(exc).__name__}); see the server log")

@@ -3,12 +3,17 @@
 A forward pass of LeNet-5 on 32 images costs little more than on one (the per-call overhead of a dozen
 modules dominates), so under load the server gathers concurrent requests into one batch:
 
-1. `submit(images)` puts the request's (k, C, H, W) uint8 images in a queue and awaits its future.
-2. The worker takes the queue's first request and waits until the batch is full (`max_batch_size`
-   images) or `max_delay` has passed since that request arrived, whichever comes first.
-3. It runs the batch (`run_batch`, under `torch.inference_mode()` in the predictor) on a worker thread,
-   off the event loop, so the loop keeps accepting and queueing requests meanwhile.
-4. Each request gets its own rows back with the size of the batch it joined and how long it waited.
+1. `submit(images)` puts the request's (k, C, H, W) images in a queue and awaits its future.
+2. A request that finds the batcher idle (nothing queued, no batch running) runs at once: waiting for
+   company that is not coming would only add `max_delay` to a lone request. Otherwise the worker takes
+   the queue's first request and waits until the batch is full (`max_batch_size` images) or `max_delay`
+   has passed since that request arrived, whichever comes first. Under load the requests that arrive
+   while a batch runs are the company: they queue, and go together once it is done.
+3. It joins the requests' images (`combine`, by default `torch.cat`) and runs the batch (`run_batch`,
+   under `torch.inference_mode()` in the predictor) on a worker thread, off the event loop, so the loop
+   keeps accepting and queueing requests meanwhile.
+4. Each request gets its own rows back (`output[start:end]`: a tensor, a list, or anything sliceable)
+   with the size of the batch it joined and how long it waited.
 
 A request whose wait passes `timeout` fails with `Overloaded` (the app answers 503 with Retry-After),
 and so does one that finds `max_queue` images already waiting. `max_batch_size=1` turns batching off:
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +42,7 @@ class Overloaded(Exception):
 
 @dataclass
 class BatchResult:
-    output: Tensor  # (k, ...) this request's rows of the batch output
+    output: Any  # this request's k rows of the batch output (`run_batch`'s result, sliced)
     batch_size: int  # images in the forward pass it joined
     wait_s: float  # from its arrival to the start of that forward pass
 
@@ -47,12 +53,13 @@ class _Entry:
     future: asyncio.Future
     arrived: float
     timer: asyncio.TimerHandle | None = field(default=None)
+    at_once: bool = False  # it found the batcher idle: it runs without waiting for company
 
 
 class MicroBatcher:
     def __init__(
         self,
-        run_batch: Callable[[Tensor], Tensor],
+        run_batch: Callable[[Tensor], Any],
         executor: Executor,
         *,
         max_batch_size: int = 32,
@@ -61,6 +68,7 @@ class MicroBatcher:
         max_queue: int = 4096,
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        combine: Callable[[list[Tensor]], Tensor] | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -68,11 +76,13 @@ class MicroBatcher:
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
         self.timeout_s, self.max_queue = timeout_s, max_queue
         self.on_batch, self.on_depth = on_batch, on_depth
+        self.combine = combine or _cat  # the requests' images -> one batch (on the worker thread)
         self._queue: deque[_Entry] = deque()
         self._queued = 0  # images waiting
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._running = False  # a batch is on the worker thread now
 
     # --- the request side ----------------------------------------------------------------------
 
@@ -83,7 +93,8 @@ class MicroBatcher:
         if self._queued + len(images) > self.max_queue:
             raise Overloaded(f"{self._queued} images already queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
-        entry = _Entry(images, loop.create_future(), time.perf_counter())
+        idle = not self._queue and not self._running
+        entry = _Entry(images, loop.create_future(), time.perf_counter(), at_once=idle)
         entry.timer = loop.call_later(self.timeout_s, self._expire, entry)
         self._queue.append(entry)
         self._queued += len(images)
@@ -125,10 +136,11 @@ class MicroBatcher:
         self._task = None
 
     def _should_run(self) -> bool:
-        """A batch is ready: full, its first request's delay is over, or the server is stopping."""
+        """A batch is ready: full, its first request found the batcher idle or waited its delay out, or
+        the server is stopping."""
         if not self._queue:
             return False
-        if self._queued >= self.max_batch_size or self._stopping:
+        if self._queued >= self.max_batch_size or self._stopping or self._queue[0].at_once:
             return True
         return time.perf_counter() >= self._queue[0].arrived + self.max_delay_s
 
@@ -182,24 +194,35 @@ class MicroBatcher:
             if not entries:
                 continue
             started = time.perf_counter()
-            batch = entries[0].images if len(entries) == 1 else torch.cat([e.images for e in entries])
+            size = sum(len(e.images) for e in entries)
+            self._running = True
             try:
-                output = await loop.run_in_executor(self.executor, self.run_batch, batch)
+                output = await loop.run_in_executor(self.executor, self._run, [e.images for e in entries])
             except Exception as e:  # a failing forward fails its requests, not the server
                 for entry in entries:
                     if not entry.future.done():
                         entry.future.set_exception(e)
                 continue
+            finally:
+                self._running = False
             if self.on_batch is not None:
-                self.on_batch(len(batch))
+                self.on_batch(size)
             start = 0
             for entry in entries:
                 k = len(entry.images)
                 if not entry.future.done():
                     entry.future.set_result(
-                        BatchResult(output[start : start + k], len(batch), started - entry.arrived)
+                        BatchResult(output[start : start + k], size, started - entry.arrived)
                     )
                 start += k
+
+    def _run(self, parts: list[Tensor]):
+        """On the worker thread: the requests' images as one batch, through `run_batch`."""
+        return self.run_batch(self.combine(parts))
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _resolve(future: asyncio.Future) -> None:

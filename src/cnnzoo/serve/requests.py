@@ -1,6 +1,7 @@
-"""Reading a request: the model it names, `?top_k`, the body within its limit, the uploaded images and
-their decoding. Plain functions of (request, settings), each raising `ApiError` with the status and the
-message the client gets (the app turns it into `{"error": ..., "status": N}`).
+"""Reading a request and running it: the model it names, `?top_k`, the body within its limit, the uploaded
+images and their decoding, the wait for a forward pass. Plain functions of (request, settings), each
+raising `ApiError` with the status and the message the client gets (the app turns it into
+`{"error": ..., "status": N}`, or `{"error": ...}` on `/v2`). Shared by every protocol's routes.
 """
 
 from __future__ import annotations
@@ -11,10 +12,22 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..errors import CnnzooError
+from .batcher import BatchResult, Overloaded
 from .served import ServedModel
 from .settings import ServeSettings
 
-__all__ = ["ApiError", "model_of", "top_k_of", "read_body", "uploads", "decode"]
+__all__ = [
+    "ApiError",
+    "model_of",
+    "top_k_of",
+    "read_body",
+    "uploads",
+    "decode",
+    "retry_headers",
+    "require_ready",
+    "forward",
+    "batch_headers",
+]
 
 _RAW_TYPES = ("application/octet-stream",)
 _SMALL_BYTES = 64 << 10  # images up to this many bytes in all are decoded on the event loop
@@ -129,3 +142,31 @@ async def decode(model: ServedModel, images: list[bytes]):
         return await run_in_threadpool(run)
     except CnnzooError as e:
         raise ApiError(400, str(e)) from None
+
+
+# --- running it ------------------------------------------------------------------------------------
+
+
+def retry_headers(state) -> dict:
+    """The headers of a 503: when to try again."""
+    return {"Retry-After": str(state.settings.retry_after_s)}
+
+
+def require_ready(state) -> None:
+    if not state.status["ready"]:
+        raise ApiError(503, "warming up: try again in a moment", retry_headers(state))
+
+
+async def forward(request: Request, model: ServedModel, batch) -> BatchResult:
+    """`batch` through `model`'s micro-batcher: its `BatchResult`, or 503 (not ready, or waited too long)."""
+    state = request.app.state
+    require_ready(state)
+    try:
+        return await model.batcher.submit(batch)
+    except Overloaded as e:
+        raise ApiError(503, f"server busy: {e}", retry_headers(state)) from None
+
+
+def batch_headers(result: BatchResult) -> dict:
+    """What a response that ran a forward pass says about it: the images it held, how long it waited."""
+    return {"X-Batch-Size": str(result.batch_size), "X-Batch-Wait-Ms": f"{1000 * result.wait_s:.3f}"}

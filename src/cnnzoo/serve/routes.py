@@ -8,8 +8,9 @@
     POST /v1/models/{name}/predict/batch several images (multipart, one file part each)
     POST /v1/models/{name}/explain       the input as the model sees it, feature maps, Grad-CAM
     GET  /metrics                        Prometheus text
+    GET|POST /v2/...                     the Open Inference Protocol (KServe v2, Triton): see v2.py
 
-Every error is a JSON object `{"error": "...", "status": N}`: 400 (empty body, not an image, truncated,
+Every error is a JSON object `{"error": "...", "status": N}` (on /v2, the protocol's `{"error": "..."}`): 400 (empty body, not an image, truncated,
 a decompression bomb, a bad parameter), 404 (unknown model or route), 405, 413 (body over the limit),
 415 (content type), 503 with Retry-After (waited too long for a forward pass, or not ready).
 Responses that ran a forward pass say in `X-Batch-Size` how many images it held and in
@@ -32,9 +33,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .batcher import Overloaded
+from . import v2
 from .metrics import CONTENT_TYPE_LATEST
-from .requests import ApiError, decode, model_of, top_k_of, uploads
+from .requests import (
+    ApiError,
+    batch_headers,
+    decode,
+    forward,
+    model_of,
+    require_ready,
+    retry_headers,
+    top_k_of,
+    uploads,
+)
 
 __all__ = ["ROUTES"]
 
@@ -49,30 +60,6 @@ _PAGE_HEADERS = {
 @functools.cache
 def _page() -> bytes:
     return resources.files("cnnzoo.serve").joinpath("static/index.html").read_bytes()
-
-
-def _retry(state) -> dict:
-    """The headers of a 503: when to try again."""
-    return {"Retry-After": str(state.settings.retry_after_s)}
-
-
-def _require_ready(state) -> None:
-    if not state.status["ready"]:
-        raise ApiError(503, "warming up: try again in a moment", _retry(state))
-
-
-async def _forward(request: Request, model, batch):
-    """`batch` through `model`'s micro-batcher: its `BatchResult`, or 503 (not ready, or waited too long)."""
-    state = request.app.state
-    _require_ready(state)
-    try:
-        return await model.batcher.submit(batch)
-    except Overloaded as e:
-        raise ApiError(503, f"server busy: {e}", _retry(state)) from None
-
-
-def _batch_headers(result) -> dict:
-    return {"X-Batch-Size": str(result.batch_size), "X-Batch-Wait-Ms": f"{1000 * result.wait_s:.3f}"}
 
 
 # --- handlers ----------------------------------------------------------------------------------------
@@ -90,7 +77,9 @@ async def readyz(request: Request) -> Response:
     state = request.app.state
     ready = state.status["ready"]
     body = {"ready": ready, "models": list(state.served)}
-    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else _retry(state))
+    return JSONResponse(
+        body, status_code=200 if ready else 503, headers=None if ready else retry_headers(state)
+    )
 
 
 async def list_models(request: Request) -> Response:
@@ -100,24 +89,27 @@ async def list_models(request: Request) -> Response:
 async def predict(request: Request) -> Response:
     model, top_k = model_of(request), top_k_of(request)
     batch = await decode(model, await uploads(request, request.app.state.settings, many=False))
-    result = await _forward(request, model, batch)
-    body = {"model": model.name, "top": model.top(result.output[0], top_k)}
-    return JSONResponse(body, headers=_batch_headers(result))
+    result = await forward(request, model, batch)
+    body = {"model": model.name, "top": model.top(result.output.ranked[0], top_k)}
+    return JSONResponse(body, headers=batch_headers(result))
 
 
 async def predict_batch(request: Request) -> Response:
     model, top_k = model_of(request), top_k_of(request)
     batch = await decode(model, await uploads(request, request.app.state.settings, many=True))
-    result = await _forward(request, model, batch)
-    body = {"model": model.name, "predictions": [{"top": model.top(row, top_k)} for row in result.output]}
-    return JSONResponse(body, headers=_batch_headers(result))
+    result = await forward(request, model, batch)
+    body = {
+        "model": model.name,
+        "predictions": [{"top": model.top(row, top_k)} for row in result.output.ranked],
+    }
+    return JSONResponse(body, headers=batch_headers(result))
 
 
 async def explain(request: Request) -> Response:
     state = request.app.state
     model, top_k = model_of(request), top_k_of(request)
     image = (await decode(model, await uploads(request, state.settings, many=False)))[0]
-    _require_ready(state)
+    require_ready(state)
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:  # on the forward thread, between batches
@@ -126,7 +118,7 @@ async def explain(request: Request) -> Response:
             state.settings.timeout_ms / 1000,
         )
     except TimeoutError:
-        raise ApiError(503, "server busy: the explanation took too long", _retry(state)) from None
+        raise ApiError(503, "server busy: the explanation took too long", retry_headers(state)) from None
     return JSONResponse(body, headers={"X-Explain-Ms": f"{1000 * (time.perf_counter() - started):.3f}"})
 
 
@@ -143,4 +135,14 @@ ROUTES = [
     Route("/v1/models/{name}/predict", predict, methods=["POST"]),
     Route("/v1/models/{name}/predict/batch", predict_batch, methods=["POST"]),
     Route("/v1/models/{name}/explain", explain, methods=["POST"]),
+    # the Open Inference Protocol (KServe v2): v2.py
+    Route("/v2", v2.server_metadata),
+    Route("/v2/health/live", v2.server_live),
+    Route("/v2/health/ready", v2.server_ready),
+    Route("/v2/models/{name}", v2.model_metadata),
+    Route("/v2/models/{name}/versions/{version}", v2.model_metadata),
+    Route("/v2/models/{name}/ready", v2.model_ready),
+    Route("/v2/models/{name}/versions/{version}/ready", v2.model_ready),
+    Route("/v2/models/{name}/infer", v2.infer, methods=["POST"]),
+    Route("/v2/models/{name}/versions/{version}/infer", v2.infer, methods=["POST"]),
 ]

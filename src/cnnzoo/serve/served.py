@@ -3,9 +3,13 @@
 Decoding is the predictor's (`Predictor.to_uint8`: the one image decoder, and for a model trained on
 MNIST-like data the framing of `cnnzoo.inference.framing`, so a drawing is cropped to the ink, fitted to
 20x20 and centred by mass in 28x28 as MNIST's digits were); normalisation, memory layout and the forward
-pass are `Predictor.logits_of_uint8` (`Predictor.normalized`, then `Predictor.logits` under
-`torch.inference_mode()`), the very code `cnnzoo predict` runs. So a PNG posted to the server gets the
-class `cnnzoo predict` gives it.
+pass are `Predictor.normalized` and `Predictor.logits` (under `torch.inference_mode()`), the very code
+`cnnzoo predict` runs. So a PNG posted to the server gets the class `cnnzoo predict` gives it.
+
+A micro-batch may mix requests of both kinds the protocols send: uint8 images as `decode` gives them
+(`/v1`, and `/v2`'s `image` input), normalised on the worker, and float batches already normalised
+(`/v2`'s `input`, the exported ONNX model's input), taken as they are (`model_input`). Each forward gives
+`Scores`: logits, probabilities and each row ranked, which every route slices what it needs from.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import functools
 import io
 import re
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,7 +32,7 @@ from ..explain import feature_maps, gradcam
 from ..explain.render import map_grid, overlay, png_bytes, upscale
 from .batcher import MicroBatcher
 
-__all__ = ["ServedModel", "model_name", "NAME_PATTERN"]
+__all__ = ["ServedModel", "Scores", "model_name", "NAME_PATTERN"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # safe in a URL path
 MAX_CHANNELS_SHOWN = 64  # feature maps beyond this many channels per layer are left out of /explain
@@ -44,6 +49,21 @@ def ranked(probs: Tensor) -> list[tuple[list[float], list[int]]]:
     """Each row of (B, classes) probabilities sorted, highest first: [(values, class indices)]."""
     values, indices = probs.sort(1, descending=True)
     return list(zip(values.tolist(), indices.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What one forward pass gives, for its B images: a request takes its rows with `scores[start:end]`."""
+
+    logits: Tensor  # (B, classes) float32, on the CPU
+    probabilities: Tensor  # (B, classes) their softmax
+    ranked: list[tuple[list[float], list[int]]]  # each row's probabilities sorted, highest first
+
+    def __getitem__(self, rows: slice) -> Scores:
+        return Scores(self.logits[rows], self.probabilities[rows], self.ranked[rows])
+
+    def __len__(self) -> int:
+        return len(self.ranked)
 
 
 def data_url(png: bytes) -> str:
@@ -68,13 +88,14 @@ class ServedModel:
         self.name, self.predictor, self.executor = name, predictor, executor
         self.max_pixels = max_pixels
         self.batcher = MicroBatcher(
-            self.run_ranked,
+            self.run_scores,
             executor,
             max_batch_size=max_batch_size,
             max_delay_s=max_delay_s,
             timeout_s=timeout_s,
             on_batch=metrics.batch_observer(name) if metrics else None,
             on_depth=metrics.depth_setter(name) if metrics else None,
+            combine=self.model_input,
         )
 
     @functools.cached_property
@@ -127,13 +148,29 @@ class ServedModel:
 
     # --- prediction ----------------------------------------------------------------------------
 
+    def model_input(self, parts: list[Tensor]) -> Tensor:
+        """The float batch the model reads, from the parts of one micro-batch (runs on the worker):
+        uint8 images (as `decode` gives them) normalised as `cnnzoo predict` does, float ones (already
+        normalised: `/v2`'s `input`) as they are; on the predictor's device, in its memory layout."""
+        p = self.predictor
+        if all(t.dtype == torch.uint8 for t in parts):  # the common case: one normalisation
+            return p.normalized(parts[0] if len(parts) == 1 else torch.cat(parts))
+        x = torch.cat([p.normalized(t) if t.dtype == torch.uint8 else t.to(p.device) for t in parts])
+        return x.contiguous(memory_format=torch.channels_last) if p.meta.get("channels_last") else x
+
+    def run_scores(self, x: Tensor) -> Scores:
+        """A `model_input` batch -> its `Scores`: the forward, the softmax and each row sorted once per
+        batch on the worker, so a request's handler only slices (runs on the worker)."""
+        logits = self.predictor.logits(x)
+        probs = logits.softmax(1).cpu()
+        return Scores(logits.cpu(), probs, ranked(probs))
+
     def run_batch(self, images: Tensor) -> Tensor:
         """(B, C, S, S) uint8 -> (B, classes) probabilities, float32 on the CPU (runs on the worker)."""
         return self.predictor.logits_of_uint8(images).softmax(1).cpu()
 
     def run_ranked(self, images: Tensor) -> list[tuple[list[float], list[int]]]:
-        """`run_batch`, then each row's probabilities sorted, as Python lists: sorted once per batch on
-        the worker, so a request's handler only slices its top k."""
+        """`run_batch`, then each row's probabilities sorted, as Python lists."""
         return ranked(self.run_batch(images))
 
     def top(self, row: tuple[list[float], list[int]], k: int) -> list[dict]:
@@ -186,6 +223,6 @@ class ServedModel:
         zeros = torch.zeros(
             (self.batcher.max_batch_size, p.channels, p.image_size, p.image_size), dtype=torch.uint8
         )
-        self.run_batch(zeros[:1])
-        self.run_batch(zeros)
+        self.run_scores(self.model_input([zeros[:1]]))
+        self.run_scores(self.model_input([zeros]))
         self.explain(zeros[0], 1)
