@@ -371,11 +371,11 @@ def test_v1_and_v2_requests_share_micro_batches(predictor, digits, expected):
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 while (await c.get("/readyz")).status_code != 200:
                     await asyncio.sleep(0.02)
-                app.state.executor.submit(time.sleep, 0.3)  # holds the first forward back
+                app.state.executor.submit(time.sleep, 0.6)  # holds the first forward back
                 first = asyncio.ensure_future(
                     c.post(f"/v1/models/{NAME}/predict", content=pngs[0], headers=png)
                 )
-                await asyncio.sleep(0.05)  # it is on the forward thread now
+                await asyncio.sleep(0.15)  # it is on the forward thread now (margins for a busy machine)
                 together = await asyncio.gather(
                     c.post(f"/v1/models/{NAME}/predict?top_k=10", content=pngs[0], headers=png),
                     c.post(f"/v2/models/{NAME}/infer", json=v2_image),
