@@ -12,7 +12,7 @@ __all__ = ["ServeSettings"]
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch_size: int = 32  # images per forward pass; 1 turns micro-batching off
-    max_delay_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_delay_ms: float = 2.0  # how long a queued batch waits for company (a request finding it idle: none)
     timeout_ms: float = 5000.0  # a request waiting longer for its forward pass gets 503
     max_body_bytes: int = 8 << 20  # larger uploads get 413
     max_pixels: int = 40_000_000  # images declaring more are refused unread (decompression bombs)
