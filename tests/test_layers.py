@@ -46,6 +46,7 @@ LAZY_ALLOWED = {
     "torchvision",
     "sklearn",
     "tensorboard",
+    "torch.utils.tensorboard",  # torch's SummaryWriter: importing it imports the optional tensorboard
     "prometheus_client",
     "tritonclient",
     "fcntl",  # POSIX only: file locks are skipped where it does not exist
@@ -112,7 +113,8 @@ def imports() -> list[tuple[str, str, int, bool, ast.AST]]:
                         if target != module:
                             out.append((module, target, node.lineno, id(node) in inside, node))
                 else:
-                    top = (node.names[0].name if isinstance(node, ast.Import) else node.module).split(".")[0]
+                    full = node.names[0].name if isinstance(node, ast.Import) else node.module
+                    top = full if full in LAZY_ALLOWED else full.split(".")[0]  # allowed by its whole name
                     out.append((module, "!" + top, node.lineno, id(node) in inside, node))
     return out
 

@@ -130,9 +130,9 @@ def test_files_get_the_users_umask(tmp_path, mask):
         train(tiny_cfg(epochs=1), run_dir=tmp_path / "run", quiet=True)
     finally:
         os.umask(old)
-    for p in (tmp_path / "run").iterdir():
+    for p in (tmp_path / "run").rglob("*"):  # TensorBoard's folder and event files too
         if p.name != ".cnnzoo.lock":
-            assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p.name
+            assert stat.S_IMODE(p.stat().st_mode) == (0o777 if p.is_dir() else 0o666) & ~mask, p.name
 
 
 def test_save_checkpoint_keeps_the_previous_consistent_set(tmp_path):

@@ -12,7 +12,7 @@ from ..data.sources import dataset_augment
 from ..errors import CnnzooError
 from ..models import model_info
 
-__all__ = ["TrainConfig", "default_config", "load_config"]
+__all__ = ["TrainConfig", "default_config", "load_config", "checked_value"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -82,6 +82,11 @@ class TrainConfig:
         5.0,
         "also save `last` mid-epoch every N minutes, so a kill loses minutes, not an epoch (default 5; 0 = off)",
     )
+    tensorboard: bool = option(
+        True,
+        "TensorBoard event files in RUN/tensorboard/ (default: on when the tensorboard package is installed, "
+        "pip install cnnzoo[tensorboard])",
+    )
     model_kwargs: dict = option({}, "keyword arguments of the model's builder", cli=False)
 
     def __post_init__(self):
@@ -124,19 +129,22 @@ class TrainConfig:
         """From a run's config.json; unknown keys are ignored, a wrong type is a clear error."""
         if not isinstance(d, dict):
             raise CnnzooError(f"a training configuration is a JSON object, got {type(d).__name__}")
-        kinds = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}
-        values = {}
-        for f in fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            kind = kinds[f.type]
-            if not isinstance(v, kind) or (f.type in ("int", "float") and isinstance(v, bool)):
-                raise CnnzooError(f"configuration field {f.name!r} should be {f.type}, got {v!r}")
-            values[f.name] = float(v) if f.type == "float" else v
+        values = {f.name: checked_value(f.name, d[f.name]) for f in fields(cls) if f.name in d}
         if "model" not in values:
             raise CnnzooError("the configuration names no model")
         return cls(**values)
+
+
+_KINDS = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict}
+
+
+def checked_value(name: str, value):
+    """`value` for the `TrainConfig` field `name` (an int widened for a float field); a value of another
+    type (a bool is not a number here) is one clear error rather than a TypeError deep in training."""
+    kind = next(f.type for f in fields(TrainConfig) if f.name == name)
+    if not isinstance(value, _KINDS[kind]) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise CnnzooError(f"configuration field {name!r} should be {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 # Recipes measured to reach their targets (README's table); anything not listed gets the generic one.

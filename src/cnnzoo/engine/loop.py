@@ -2,8 +2,9 @@
 
 1. each epoch: batches are slices of a seeded permutation, augmented on the device; the running loss and
    accuracy stay on the device and are read every 20 steps only (each read is a host sync)
-2. after each epoch: evaluate, log a JSON line, save `last` (and `best`) atomically; a mid-epoch `last`
-   every `cfg.checkpoint_minutes`
+2. after each epoch: evaluate, log a JSON line and a summary.csv row, save `last` (and `best`) atomically;
+   a mid-epoch `last` every `cfg.checkpoint_minutes`; TensorBoard events where enabled (`tblog.py`): the
+   per-step points come from the figures read at those 20-step syncs, so they add none
 3. Ctrl-C saves `last` (mid-epoch position included) and returns; `resume` continues there exactly
    (weights, optimizer, scheduler, EMA, random state and position)
 """
@@ -33,13 +34,14 @@ from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves
 from .setup import RunContext
+from .tblog import TensorBoardLog, open_tensorboard
 
 __all__ = ["fit", "TrainResult"]
 
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    run_dir: Path | None  # None: a run that saved nothing
     best_acc: float
     final_acc: float
     epochs_run: int
@@ -48,6 +50,7 @@ class TrainResult:
     interrupted: bool = False
     is_main: bool = True  # False on torchrun ranks other than 0, which print nothing
     already_finished: bool = False  # --resume found the run complete: nothing was trained
+    model: nn.Module | None = None  # what was evaluated and saved (the EMA where there is one), in eval mode
 
 
 @dataclass
@@ -119,6 +122,50 @@ def fit(
     }
     start = time.perf_counter()
     history = log.records()
+    # resumed: TensorBoard drops what the interrupted run logged past the checkpoint's step
+    tb = open_tensorboard(ctx.run_dir, ctx.writes and cfg.tensorboard, purge_step=state.step + 1)
+    try:
+        interrupted = _run_epochs(
+            step, state, loaders, cfg, ctx, log=log, tb=tb, eval_amp=eval_amp, history=history, start=start
+        )
+        if interrupted:
+            return _result(ctx, state, history, start, step, interrupted=True)
+        if ctx.writes:
+            plot_curves(history, ctx.run_dir)
+        result = _result(ctx, state, history, start, step)
+        if tb is not None:
+            hparams = {**cfg.to_dict(), **ctx.hparams}
+            tb.finish_run(
+                result.model,
+                test_loader,
+                ctx.meta,
+                hparams,
+                final_acc=result.final_acc,
+                best_acc=result.best_acc,
+                epochs=result.epochs_run,
+            )
+        return result
+    finally:
+        if tb is not None:
+            tb.close()  # flushes what is queued, whatever ended the run
+
+
+def _run_epochs(
+    step: _Step,
+    state: _Progress,
+    loaders,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    *,
+    log: RunLog,
+    tb: TensorBoardLog | None,
+    eval_amp,
+    history: list[dict],
+    start: float,
+) -> bool:
+    """Train, evaluate, log and save epoch after epoch until `cfg.epochs`; True when Ctrl-C stopped it
+    (`last` saved with the position inside the epoch)."""
+    train_loader, test_loader = loaders
     saver = None
     if ctx.writes and cfg.checkpoint_minutes > 0:  # so that a kill loses minutes, not an epoch
         saver = _Every(
@@ -126,14 +173,15 @@ def fit(
         )
     try:
         while state.epoch < cfg.epochs:
-            train_stats = _train_epoch(step, train_loader, cfg, ctx, state, saver)
+            train_stats = _train_epoch(step, train_loader, cfg, ctx, state, saver, tb)
             state.epoch, state.batch = state.epoch + 1, 0
             record = _epoch_record(step, test_loader, cfg, state, train_stats, eval_amp)
             record["time"] = round(time.perf_counter() - start, 2)
             history.append(record)
             log.write(record)
-            if ctx.writes:
-                _end_epoch(step, cfg, ctx, state, record, saver)
+            if tb is not None:
+                tb.epoch(record)
+            _end_epoch(step, cfg, ctx, state, record, saver)
     except KeyboardInterrupt:
         if ctx.writes:
             _save_all(ctx, step, state, {"interrupted": True}, best=False)
@@ -141,10 +189,8 @@ def fit(
                 f"\ninterrupted at epoch {state.epoch + 1}, batch {state.batch}: saved {ctx.run_dir / 'last.safetensors'}; "
                 f"continue with: cnnzoo train --resume {ctx.run_dir}"
             )
-        return _result(ctx, state, history, start, interrupted=True)
-    if ctx.writes:
-        plot_curves(history, ctx.run_dir)
-    return _result(ctx, state, history, start)
+        return True
+    return False
 
 
 def _prepare(
@@ -189,12 +235,14 @@ def _epoch_record(
 
 
 def _end_epoch(step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress, record: dict, saver) -> None:
-    """Save `last` (and `best`), restart the mid-epoch clock, print the epoch's line."""
-    is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
-    _save_all(ctx, step, state, record, best=is_best)
-    if saver is not None:
-        saver.reset()
-    if not ctx.quiet:
+    """Save `last` (and `best`) and restart the mid-epoch clock where the run saves; print the epoch's line
+    unless quiet (a run that saves nothing, `cnnzoo.train(out=None)`, prints it too)."""
+    if ctx.writes:
+        is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
+        _save_all(ctx, step, state, record, best=is_best)
+        if saver is not None:
+            saver.reset()
+    if not ctx.quiet and ctx.dist_env.is_main:
         tested = (
             f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%"
             if "test_acc" in record
@@ -207,12 +255,26 @@ def _end_epoch(step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress,
 
 
 def _result(
-    ctx: RunContext, state: _Progress, history: list[dict], start: float, interrupted: bool = False
+    ctx: RunContext,
+    state: _Progress,
+    history: list[dict],
+    start: float,
+    step: _Step,
+    interrupted: bool = False,
 ) -> TrainResult:
     final = history[-1].get("test_acc", 0.0) if history else 0.0
     seconds = time.perf_counter() - start
+    run_dir = ctx.run_dir if ctx.save else None
     return TrainResult(
-        ctx.run_dir, state.best_acc, final, state.epoch, seconds, history, interrupted, ctx.dist_env.is_main
+        run_dir,
+        state.best_acc,
+        final,
+        state.epoch,
+        seconds,
+        history,
+        interrupted,
+        ctx.dist_env.is_main,
+        model=step.eval_model.eval(),
     )
 
 
@@ -237,9 +299,16 @@ def _loss(output, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
 
 
 def _train_epoch(
-    step: _Step, loader, cfg: TrainConfig, ctx: RunContext, state: _Progress, checkpoint=None
+    step: _Step,
+    loader,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    state: _Progress,
+    checkpoint=None,
+    tb: TensorBoardLog | None = None,
 ) -> dict:
-    """One epoch from `state.batch` on; `checkpoint()` is offered a mid-epoch save at each host sync."""
+    """One epoch from `state.batch` on; `checkpoint()` is offered a mid-epoch save at each host sync, and
+    `tb` the running figures read there."""
     step.net.train()
     set_frozen_bn_eval(step.model)  # transfer learning: frozen BatchNorm stays in inference mode
     loader.set_epoch(state.epoch)
@@ -254,15 +323,18 @@ def _train_epoch(
         initial=skip,
         desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
         leave=False,
-        disable=ctx.quiet or not ctx.writes or not sys.stderr.isatty(),  # logs get one line per epoch
+        disable=ctx.quiet or not ctx.dist_env.is_main or not sys.stderr.isatty(),  # logs: a line per epoch
         dynamic_ncols=True,
     )
+    if tb is not None:
+        tb.new_epoch()
     for i, (x, y) in enumerate(loader):
         if i < skip:  # resuming mid-epoch: the permutation is the same, skip what was already seen
             continue
         out, loss = _forward(step, x, y, cfg.label_smoothing, device)
         bad = ~torch.isfinite(loss.detach()) & (first_bad < 0)
         first_bad = torch.where(bad, state.step + 1, first_bad)  # recorded on the device, no sync
+        lr = step.optimizer.param_groups[-1]["lr"]  # this step's rate (a float), before the schedule moves on
         _update(step, loss, cfg.grad_clip, state.step + 1)
         state.batch, state.step = i + 1, state.step + 1
         logits = out[0] if isinstance(out, tuple) else out
@@ -271,7 +343,9 @@ def _train_epoch(
         seen += len(y)
         if i % 20 == 0 or i + 1 == len(loader):  # the only host syncs of the loop
             _check_finite(first_bad, state, len(loader))
-            _show(bar, loss_sum, correct, seen, start)
+            running_loss = _show(bar, loss_sum, correct, seen, start)
+            if tb is not None:
+                tb.steps(state.step, running_loss, seen, lr)
             if checkpoint is not None and i + 1 < len(loader):  # the epoch's end saves anyway
                 checkpoint()
         bar.update(1)
@@ -306,15 +380,17 @@ def _update(step: _Step, loss: torch.Tensor, grad_clip: float, step_number: int)
         step.ema.update(step.model, step=step_number)
 
 
-def _show(bar, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> None:
-    """The progress bar's running figures (reading the sums is a host sync)."""
+def _show(bar, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> float:
+    """The progress bar's running figures (reading the sums is a host sync); the loss sum read."""
     rate = seen / max(1e-9, time.perf_counter() - start)
+    total = loss_sum.item()
     bar.set_postfix(
-        loss=f"{loss_sum.item() / seen:.4f}",
+        loss=f"{total / seen:.4f}",
         acc=f"{100 * correct.item() / seen:.2f}%",
         img_s=f"{rate:,.0f}",
         refresh=False,
     )
+    return total
 
 
 def _epoch_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> dict:

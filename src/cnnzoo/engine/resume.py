@@ -1,8 +1,8 @@
 """`--resume`: continue a run folder as recorded (rule 3 of `runfolder.py`).
 
 A resumed run keeps the recorded configuration. `--epochs` may grow (continuing or extending a finished
-run); `--device`, `--data-dir`, `--download` and `--checkpoint-minutes` may change; anything else that
-differs (another model, dataset, rate or --out) is refused, naming it. A run that stopped before its first
+run); `--device`, `--data-dir`, `--download`, `--checkpoint-minutes` and `--tensorboard` may change; anything
+else that differs (another model, dataset, rate or --out) is refused, naming it. A run that stopped before its first
 checkpoint is started over from its configuration; a checkpoint broken by an interrupted save falls back to
 the previous consistent one (`checkpoint.py`). Each of these is said on stderr.
 """
@@ -22,7 +22,7 @@ from .runfolder import check_writable, clean_temporaries, count, read_json
 __all__ = ["resume_run_dir", "plan_resume", "ResumePlan", "write_config"]
 
 # what a resumed run may change: where and how it runs, and how long; never what it computes
-RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes")
+RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes", "tensorboard")
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:

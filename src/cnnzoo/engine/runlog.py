@@ -1,24 +1,37 @@
-"""A run folder's log: the resolved config, metrics as JSON lines, and PNG curves.
+"""A run folder's log: metrics as JSON lines, the same per epoch as `summary.csv`, and PNG curves.
+
+`metrics.jsonl` has every figure of an epoch; `summary.csv` has one row per epoch with the columns other
+tools read (timm writes one of the same shape): epoch, train_loss, train_acc, test_loss, test_acc, lr and
+seconds (wall time since the previous row, evaluation and saving included, so the column sums to the run's
+time; an epoch without a test pass leaves its test cells empty).
 
 A failed write (disk full, a folder made read-only) is one `CnnzooError` naming the file and the cause;
-the curves and a truncated log are written atomically, so a failure leaves the previous file whole.
+the curves, `summary.csv` and a truncated log are written atomically, so a failure leaves the previous file
+whole.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import time
 from pathlib import Path
 
 from .._io import atomic_write, describe_os_error
 from ..errors import CnnzooError
 
-__all__ = ["RunLog", "plot_curves"]
+__all__ = ["RunLog", "plot_curves", "SUMMARY_COLUMNS"]
+
+SUMMARY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 
 
 class RunLog:
     def __init__(self, run_dir: Path, enabled: bool = True):
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.path = self.run_dir / "metrics.jsonl"
+        self.summary = self.run_dir / "summary.csv"
+        self._clock = time.perf_counter()  # the first row's seconds count from here
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -27,6 +40,11 @@ class RunLog:
                     f.write(json.dumps(record) + "\n")
             except OSError as e:
                 raise CnnzooError(f"cannot write {self.path}: {describe_os_error(e)}") from None
+            now, since = time.perf_counter(), self._clock
+            self._clock = now
+            row = {k: record.get(k) for k in SUMMARY_COLUMNS} | {"seconds": round(now - since, 3)}
+            rows = [r for r in self.summary_rows() if _epoch(r) < record.get("epoch", 0)]
+            self._write_summary([*rows, row])
 
     def records(self) -> list[dict]:
         if not self.path.exists():
@@ -39,12 +57,37 @@ class RunLog:
                 continue
         return [r for r in records if isinstance(r, dict)]
 
+    def summary_rows(self) -> list[dict]:
+        """summary.csv's rows (cells as text); for a run older than the file, rebuilt from metrics.jsonl
+        (without seconds)."""
+        if not self.summary.exists():
+            return [{k: r.get(k) for k in SUMMARY_COLUMNS} for r in self.records()]
+        with self.summary.open(newline="") as f:
+            return [r for r in csv.DictReader(f) if _epoch(r) > 0]
+
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop records of epochs the interrupted run logged past its checkpoint."""
         if self.enabled and self.path.exists():
             kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
             text = "".join(json.dumps(r) + "\n" for r in kept)
             atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+            self._write_summary([r for r in self.summary_rows() if _epoch(r) <= epoch])
+
+    def _write_summary(self, rows: list[dict]) -> None:
+        """The whole file, atomically: a kill while writing leaves the previous one (a few hundred rows at
+        most, so rewriting costs nothing)."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)  # None (no test pass that epoch) is an empty cell
+        atomic_write(self.summary, lambda tmp: Path(tmp).write_text(text.getvalue()))
+
+
+def _epoch(row: dict) -> int:
+    try:
+        return int(row.get("epoch") or 0)
+    except (TypeError, ValueError):  # a row edited by hand: not an epoch
+        return 0
 
 
 def plot_curves(records: list[dict], run_dir: Path) -> list[Path]:

@@ -56,6 +56,7 @@ class RunContext:
     quiet: bool = False
     dist_env: DistEnv = field(default_factory=DistEnv)
     save: bool = True  # False: keep nothing on disk (studies that run hundreds of short fits)
+    hparams: dict = field(default_factory=dict)  # recorded beside the config's (fine-tuning: its strategy)
 
     @property
     def writes(self) -> bool:
