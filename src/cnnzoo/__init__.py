@@ -7,7 +7,17 @@ loading PyTorch until a command needs it; a Ctrl-C while it loads is then the CL
 from ._version import __version__
 from .errors import CnnzooError
 
-__all__ = ["CnnzooError", "__version__", "count_params", "create_model", "list_models", "load", "model_info"]
+__all__ = [
+    "CnnzooError",
+    "__version__",
+    "count_params",
+    "create_model",
+    "finetune",
+    "list_models",
+    "load",
+    "model_info",
+    "train",
+]
 
 _LAZY = {
     "count_params": "cnnzoo.models",
@@ -15,6 +25,10 @@ _LAZY = {
     "list_models": "cnnzoo.models",
     "model_info": "cnnzoo.models",
     "load": "cnnzoo.inference",
+    # the one-call trainers (`cnnzoo.train(...)` returns the trained model): functions, not the modules
+    # `cnnzoo.engine.train` and `cnnzoo.transfer.finetune`, which keep their own names in their packages
+    "train": "cnnzoo.engine.api",
+    "finetune": "cnnzoo.transfer.api",
 }
 
 

@@ -6,6 +6,7 @@ scikit-learn's digits (8x8 scans upscaled to 28x28), cut to a few images per cla
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import cnnzoo
 from cnnzoo import create_model
 from cnnzoo.artifacts.checkpoint import save_checkpoint
 from cnnzoo.cli import main
@@ -354,3 +356,47 @@ def test_target_data_a_classifier_cannot_learn_is_refused(source, digits):
     too_few = Splits(digits.train.subset(torch.arange(5)), digits.test)
     with pytest.raises(CnnzooError, match="5 training images for 10 classes"):
         finetune(FinetuneConfig(source=str(source)), small_cfg(), save=False, splits=too_few)
+
+
+# --- the one-call form and the run logs ----------------------------------------------------------------
+
+
+def test_finetune_as_one_call_returns_the_model_and_writes_nothing(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder would be runs/ here
+    result = cnnzoo.finetune(
+        str(source), data="digits", strategy="last:1", epochs=1, samples_per_class=5, quiet=True
+    )
+    assert list(tmp_path.iterdir()) == [] and result.run_dir is None
+    assert not result.model.training and result.model.num_classes == 10 and len(result.history) == 1
+    with pytest.raises(CnnzooError, match=r"cnnzoo.finetune: unknown option 'strategie'"):
+        cnnzoo.finetune(str(source), data="digits", strategie="full")
+
+
+def test_finetune_as_one_call_takes_a_rate_range_and_makes_a_run(source, tmp_path):
+    run = tmp_path / "run"
+    result = cnnzoo.finetune(
+        str(source), data="digits", strategy="full", out=run, epochs=1, samples_per_class=5, lr=(1e-3, 1e-2)
+    )
+    assert result.run_dir == run and (run / "best.safetensors").exists()
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["finetune"]["lr_range"] == [1e-3, 1e-2] and recorded["train"]["lr"] == 1e-2
+
+
+def test_head_only_run_logs_summary_and_tensorboard(source, digits, tmp_path):
+    """The head strategy trains outside the engine's loop: the same per-epoch logs, its hyper-parameters."""
+    ft = FinetuneConfig(source=str(source), strategy="head", samples_per_class=10)
+    result = finetune(ft, small_cfg(epochs=3), run_dir=tmp_path / "run", quiet=True, splits=digits)
+    with (tmp_path / "run" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and float(rows[-1]["test_acc"]) == result.final_acc
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    ea = accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("epoch/train_loss")] == [1, 2, 3]
+    assert [(e.step, e.value) for e in ea.Scalars("final/test_acc")] == [(3, pytest.approx(result.final_acc))]
+    assert ea.Images("predictions")[0].step == 3
+    content = ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["finetune.strategy"].string_value == "head" and hparams["epochs"].number_value == 3

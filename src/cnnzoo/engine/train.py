@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CnnzooError
 from ..models import count_params, create_model
 from ..runtime import resolve_device
 from .config import TrainConfig
@@ -45,15 +46,21 @@ def train(
     quiet: bool = False,
     overwrite: bool = False,
     changes: dict | None = None,
+    save: bool = True,
 ) -> TrainResult:
     """Train `cfg.model` on `cfg.data` from scratch into `run_dir`, or continue the run `resume`.
 
     The run folder's rules (`runfolder.py`, `resume.py`): an existing run is refused unless `overwrite`;
     the folder is locked while this process writes it; `resume` keeps the recorded configuration, with
     `changes` (the options given with --resume) applied where a resumed run may change them and refused
-    elsewhere.
+    elsewhere. `save=False`: nothing is written anywhere (no run folder; the result's `run_dir` is None).
     """
-    writes = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes the run folder
+    if not save and (run_dir is not None or resume is not None):
+        raise CnnzooError(
+            "a run that saves nothing has no run folder: give no run_dir or resume with save=False"
+        )
+    # under torchrun only rank 0 writes the run folder
+    writes = save and int(os.environ.get("RANK", "0")) == 0
     with ExitStack() as held:
         start_from = None
         if resume is not None:
@@ -71,7 +78,7 @@ def train(
                 run_dir = held.enter_context(
                     new_run(run_dir, lambda d: write_config(d, cfg), overwrite=overwrite)
                 )
-        return _train(cfg, Path(run_dir), start_from, quiet)
+        return _train(cfg, Path(run_dir), start_from, quiet, save)
 
 
 def _finished_result(plan: ResumePlan) -> TrainResult:
@@ -85,7 +92,9 @@ def _finished_result(plan: ResumePlan) -> TrainResult:
     )
 
 
-def _train(cfg: TrainConfig, run_dir: Path, start_from: Path | None, quiet: bool) -> TrainResult:
+def _train(
+    cfg: TrainConfig, run_dir: Path, start_from: Path | None, quiet: bool, save: bool = True
+) -> TrainResult:
     """Build the model and loaders of `cfg` on its device (joining torchrun's process group), then fit."""
     device = resolve_device(cfg.device)
     dist_env = setup_distributed(device)
@@ -116,11 +125,12 @@ def _train(cfg: TrainConfig, run_dir: Path, start_from: Path | None, quiet: bool
         meta = checkpoint_meta(
             cfg.model, cfg.model_kwargs, info, image_size, info.channels, info.mean, info.std
         )
-        ctx = RunContext(run_dir, meta, quiet, dist_env)
-        if not quiet and ctx.writes:
+        ctx = RunContext(run_dir, meta, quiet, dist_env, save=save)
+        if not quiet and dist_env.is_main:
             print(
                 f"{cfg.model} ({count_params(model):,} params) on {cfg.data}: {len(splits.train):,} train / "
-                f"{len(splits.test):,} test images, {image_size}x{image_size}, device {device}, run {ctx.run_dir}"
+                f"{len(splits.test):,} test images, {image_size}x{image_size}, device {device}"
+                + (f", run {ctx.run_dir}" if save else ", nothing saved")
             )
             if dist_env.enabled:
                 per_rank = loaders[0].batch_size

@@ -38,6 +38,7 @@ from ..engine.setup import (
     make_loaders,
     target_splits,
 )
+from ..engine.tblog import TensorBoardLog, open_tensorboard
 from ..errors import CnnzooError
 from ..models import create_model, model_info
 from ..runtime import autocast_dtype, resolve_device
@@ -155,7 +156,8 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
     run_dir = Path(run_dir) if run_dir else default_run_dir(src.model_name, info.name, prefix="finetune-")
     if open_run is not None:
         run_dir = open_run(run_dir)
-    ctx = RunContext(run_dir, meta, quiet=quiet, save=save)
+    # TensorBoard's hyper-parameters: the training config's, and these
+    ctx = RunContext(run_dir, meta, quiet=quiet, save=save, hparams=_ft_hparams(ft))
     if not quiet:
         for line in src.describe():
             print(line)
@@ -207,8 +209,42 @@ def _config_json(ft: FinetuneConfig, cfg: TrainConfig) -> str:
     return json.dumps({"finetune": asdict(ft), "train": cfg.to_dict()}, indent=2)
 
 
+def _ft_hparams(ft: FinetuneConfig) -> dict:
+    return {f"finetune.{k}": v for k, v in asdict(ft).items()}
+
+
 def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bool) -> TrainResult:
-    """Freeze everything but the classifier, cache the backbone's features once, fit the classifier."""
+    """Freeze everything but the classifier, cache the backbone's features once, fit the classifier;
+    logged as `fit` logs (metrics.jsonl, summary.csv, TensorBoard's per-epoch figures: no per-step ones)."""
+    log = RunLog(ctx.run_dir, enabled=ctx.writes)  # before the cache: the first epoch's seconds include it
+    tb = open_tensorboard(ctx.run_dir, ctx.writes and cfg.tensorboard, purge_step=1)
+    try:
+        result = _fit_head(model, loaders, cfg, ctx, cache_flip, log, tb)
+        if tb is not None:
+            tb.finish_run(
+                model,
+                loaders[1],
+                ctx.meta,
+                {**cfg.to_dict(), **ctx.hparams},
+                final_acc=result.final_acc,
+                best_acc=result.best_acc,
+                epochs=cfg.epochs,
+            )
+        return result
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+def _fit_head(
+    model,
+    loaders,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    cache_flip: bool,
+    log: RunLog,
+    tb: TensorBoardLog | None,
+) -> TrainResult:
     train_loader, test_loader = loaders
     trainable = freeze(model, "head")
     head = model.get_classifier()
@@ -222,14 +258,19 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
     train_feats = extract_features(model, train_loader, flip=cache_flip, amp=amp)
     # the head's per-epoch test figures only where some epoch before the last is evaluated (--eval-every)
     test_feats = extract_features(model, test_loader, amp=amp) if cfg.eval_every < cfg.epochs else None
-    log = RunLog(ctx.run_dir, enabled=ctx.writes)
+
+    def log_epoch(record: dict) -> None:
+        log.write(record)
+        if tb is not None:
+            tb.epoch(record)
+
     result = train_linear_head(
-        head, train_feats, test_feats, cfg, log=lambda r: r["epoch"] < cfg.epochs and log.write(r)
+        head, train_feats, test_feats, cfg, log=lambda r: r["epoch"] < cfg.epochs and log_epoch(r)
     )
     metrics = evaluate_model(model, test_loader)  # the whole model, images in: what a user will run
     final = {"test_loss": metrics["loss"], "test_acc": metrics["accuracy"]}
     record = {**result.history[-1], **final, "trainable_groups": trainable}
-    log.write(record)  # the last epoch, with the whole model's figures
+    log_epoch(record)  # the last epoch, with the whole model's figures
     if ctx.writes:
         meta = {**ctx.meta, "epoch": cfg.epochs, "metrics": record}
         save_checkpoint(ctx.run_dir, "last", model, meta)
@@ -241,12 +282,13 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
         )
     history = [{**r, "test_acc": r.get("test_acc")} for r in result.history[:-1]] + [record]
     return TrainResult(
-        ctx.run_dir,
+        ctx.run_dir if ctx.save else None,
         metrics["accuracy"],  # the saved head is the last epoch's: report what the checkpoint scores
         metrics["accuracy"],
         cfg.epochs,
         time.perf_counter() - start,
         history,
+        model=model.eval(),
     )
 
 

@@ -1,0 +1,57 @@
+"""The trainer as one Python call, as airbench's `train94()`: `cnnzoo.train("lenet5", data="mnist")`.
+
+    result = cnnzoo.train("lenet5", data="mnist", epochs=4, train_subset=10_000, quiet=True)
+    result.model                       # the trained network (the weight average where the recipe keeps one), eval mode
+    result.history                     # one dict per epoch, the figures of metrics.jsonl
+    result.final_acc, result.best_acc  # test accuracy (%) after the last epoch, and the best epoch's
+    result.run_dir                     # None: nothing was written; with out="runs/x", that run folder
+
+Every `TrainConfig` field is a keyword (`epochs`, `lr`, `augment`, `precision`, `tensorboard`...); those not
+given are the recipe for (model, data), exactly as `cnnzoo train MODEL --data DATA` resolves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from ..errors import CnnzooError, unknown_name
+from .config import TrainConfig, checked_value, default_config
+from .loop import TrainResult
+from .train import train as _train
+
+__all__ = ["train", "config_overrides"]
+
+
+def train(
+    model: str,
+    data: str = "mnist",
+    *,
+    out: str | Path | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    **overrides,
+) -> TrainResult:
+    """Train `model` on `data` with the recipe's settings and `overrides` (any `TrainConfig` field).
+
+    `out=None` writes nothing to disk: the model comes back in the result, nothing else is kept. A folder
+    makes it a run as `cnnzoo train --out` makes one (checkpoints, metrics, summary.csv, TensorBoard
+    events), refused if it holds a run unless `overwrite`. `quiet` silences the per-epoch lines."""
+    cfg = default_config(model, data, **config_overrides(overrides, "cnnzoo.train"))
+    return _train(cfg, run_dir=out, quiet=quiet, overwrite=overwrite, save=out is not None)
+
+
+def config_overrides(options: dict, caller: str) -> dict:
+    """`options` as `TrainConfig` keywords (None: the recipe's), each checked: a name that is not a field,
+    or a value of the wrong type, is one `CnnzooError` naming it."""
+    names = [f.name for f in fields(TrainConfig) if f.name not in ("model", "data")]
+    checked = {}
+    for name, value in options.items():
+        if name not in names:
+            raise CnnzooError(f"{caller}: {unknown_name('option', name, names, 'see TrainConfig').args[0]}")
+        if value is not None:
+            try:
+                checked[name] = checked_value(name, value)
+            except CnnzooError as e:
+                raise CnnzooError(f"{caller}: {e}") from None
+    return checked
