@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import cnnzoo.data.sources as sources
 import cnnzoo.data.stream as stream
+import cnnzoo.engine.setup as setup
 from cnnzoo.cli import main
 from cnnzoo.data.augment import AugmentConfig
 from cnnzoo.data.base import ArrayDataset
@@ -190,6 +191,7 @@ def force_streaming(monkeypatch):
             made.append(self)
 
     monkeypatch.setattr(stream, "StreamingLoader", Counted)
+    monkeypatch.setattr(setup, "StreamingLoader", Counted)  # where the engine's loader factory names it
     return made
 
 
