@@ -123,6 +123,24 @@ class TestEveryModel:
         assert cfg["input_size"] == (info.in_chans, info.input_size, info.input_size)
         assert len(cfg["mean"]) == len(cfg["std"]) == info.in_chans and cfg["num_classes"] == 3
 
+    def test_default_cfg_has_the_pool_size_timms_tests_read(self, built):
+        """`default_cfg` is `pretrained_cfg`, with `pool_size`: forward_features' map at input_size (found
+        on the meta device; checked here against a real forward at the test's side)."""
+        name, model = built
+        cfg = model.default_cfg
+        assert cfg is model.pretrained_cfg
+        assert cfg["pool_size"] == model.feature_map_size(cfg["input_size"][-1])
+        with torch.no_grad():
+            feats = model.forward_features(batch(name))
+        assert model.feature_map_size(side(name)) == tuple(feats.shape[-2:])
+
+    def test_feature_info_answers_timms_accessors(self, built):
+        _, model = built
+        info = model.feature_info
+        assert info.channels() == [f["num_chs"] for f in info] and info.reduction(0) == info[0]["reduction"]
+        assert info.module_name([-1]) == [info[-1]["module"]]
+        assert info.get_dicts(keys=["num_chs"], idx=0) == {"num_chs": info[0]["num_chs"]}
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_create_model_num_classes_zero_and_global_pool(name):
@@ -149,9 +167,34 @@ def test_features_only(name):
     assert isinstance(net, FeatureListNet) and len(net.feature_info) == 2
     with torch.no_grad():
         maps = net(batch(name))
-    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in net.feature_info]
+    assert [m.shape[1] for m in maps] == net.feature_info.channels()
     with pytest.raises(CnnzooError, match="stages"):
         cnnzoo.create_model(name, features_only=True, out_indices=(99,))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "googlenet", "alexnet2012"])
+def test_features_only_scripts_traces_and_holds_only_the_stages(name):
+    """The feature model is the network traced down to its stages: it compiles with TorchScript and traces
+    again with FX (timm's and torchvision's feature tests do both), giving `forward_intermediates`' maps;
+    its weights keep their names under `model.`, without the head."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model(name, num_classes=3).eval()
+    net = cnnzoo.create_model(name, features_only=True)
+    own = {k.removeprefix("model."): v for k, v in net.state_dict().items()}
+    assert set(own) < set(model.state_dict()) and not [k for k in own if k.startswith(model.classifier_path)]
+    model.load_state_dict(own, strict=False)
+    x = batch(name)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = model.forward_intermediates(x, intermediates_only=True)
+        for out in (net.eval()(x), torch.jit.script(net)(x), torch.fx.symbolic_trace(net)(x)):
+            assert len(out) == len(expected)
+            for got, want in zip(out, expected, strict=True):
+                close(got, want)
+    cfg = net.default_cfg
+    assert "classifier" not in cfg and "num_classes" not in cfg and cfg["pool_size"]
+    net.train()
+    sum(m.mean() for m in net(x)).backward()  # trains like any module
 
 
 @pytest.mark.parametrize("name", EXPORT_NAMES)

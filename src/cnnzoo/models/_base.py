@@ -9,12 +9,18 @@
         reset_classifier(0, global_pool="") keeps the unpooled map where the head pools globally
     forward_intermediates(x, indices) -> per-stage feature maps, described by `feature_info`
     group_matcher() -> ordered {group name: [module-name prefixes]}, stem first, "head" last
-    pretrained_cfg -> input size, mean/std, first conv and classifier module names (timm's keys)
+    pretrained_cfg -> input size, mean/std, first conv and classifier module names (timm's keys);
+        default_cfg is timm's older name for it, with `pool_size` (forward_features' map at input_size)
+    feature_info -> a `FeatureInfo`: the stages' dicts, with timm's channels() / reduction() / module_name()
 
 Freezing, layer-wise learning rates, feature caching and loading foreign weights (`cnnzoo.transfer`)
 rely only on this. A subclass sets `num_features`, `head_hidden_size`, `classifier_path` and
 `first_conv` (dotted module names), `feature_info` (via `set_feature_info`) and implements
 `forward_features`, `forward_head` and `group_matcher`.
+
+`create_model(name, features_only=True)` is a `FeatureListNet`: the model traced with torch.fx down to its
+stages' outputs, so that it too compiles with TorchScript and traces again with FX (torchvision's
+`create_feature_extractor`), as timm's feature models do.
 
 Every model compiles with `torch.jit.script`, traces with `torch.fx.symbolic_trace`, exports with
 `torch.export` (dynamic batch) and to ONNX. That is why this module does not use
@@ -28,7 +34,45 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureListNet", "ZooModel", "feature_indices", "group_of", "parameter_groups", "pool_stages"]
+__all__ = [
+    "FeatureInfo",
+    "FeatureListNet",
+    "ZooModel",
+    "feature_indices",
+    "group_of",
+    "parameter_groups",
+    "pool_stages",
+]
+
+
+class FeatureInfo(list):
+    """`feature_info`: one dict per stage, {"module", "num_chs", "reduction"}, in forward order, with the
+    accessors of timm's `FeatureInfo` (its tests and feature pyramids call them): `channels()`,
+    `reduction()`, `module_name()`, `get(key)`, `get_dicts()`; `idx` an index or a list of them."""
+
+    def get(self, key: str, idx: int | list[int] | tuple[int, ...] | None = None):
+        if idx is None:
+            return [f[key] for f in self]
+        if isinstance(idx, list | tuple):
+            return [self[i][key] for i in idx]
+        return self[idx][key]
+
+    def get_dicts(self, keys: list[str] | None = None, idx: int | list[int] | None = None):
+        pick = (lambda f: dict(f)) if keys is None else (lambda f: {k: f[k] for k in keys})
+        if idx is None:
+            return [pick(f) for f in self]
+        if isinstance(idx, list | tuple):
+            return [pick(self[i]) for i in idx]
+        return pick(self[idx])
+
+    def channels(self, idx: int | list[int] | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | list[int] | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | list[int] | None = None):
+        return self.get("module", idx)
 
 
 class ZooModel(nn.Module):
@@ -40,6 +84,7 @@ class ZooModel(nn.Module):
     global_pool: str = "avg"  # "" keeps the map (models whose head pools globally, with num_classes=0)
     # Python-side metadata that TorchScript need not (and cannot) type
     __jit_ignored_attributes__ = ["pretrained_cfg", "feature_info", "default_cfg"]
+    __jit_unused_properties__ = ["default_cfg"]
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,6 +101,31 @@ class ZooModel(nn.Module):
 
     def group_matcher(self) -> dict[str, list[str]]:
         raise NotImplementedError
+
+    # --- timm's metadata -------------------------------------------------------------------------
+
+    @property
+    def default_cfg(self) -> dict:
+        """`pretrained_cfg` under timm's older name, with `pool_size`: the (H, W) of `forward_features`'
+        map at `input_size` (measured once, on the meta device, then kept in `pretrained_cfg`)."""
+        cfg = self.pretrained_cfg
+        if cfg.get("pool_size") is None:
+            cfg["pool_size"] = self.feature_map_size(cfg["input_size"][-1])
+        return cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict) -> None:
+        self.pretrained_cfg = cfg
+
+    @torch.jit.unused
+    def feature_map_size(self, side: int) -> tuple[int, int]:
+        """(H, W) of `forward_features`' map for a `side` x `side` input, computed on the meta device: the
+        shapes alone, no arithmetic and no memory, whatever the model's own device."""
+        meta = {f"model.{k}": t.to("meta") for k, t in [*self.named_parameters(), *self.named_buffers()]}
+        x = torch.empty(1, self.get_submodule(self.first_conv).in_channels, side, side, device="meta")
+        with torch.no_grad():
+            out = torch.func.functional_call(_Features(self), meta, (x,))
+        return int(out.shape[-2]), int(out.shape[-1])
 
     # --- classifier ------------------------------------------------------------------------------
 
@@ -113,7 +183,7 @@ class ZooModel(nn.Module):
     def set_feature_info(self, stages: list[tuple[str, int, int]]) -> None:
         """[(module name, channels, reduction)]: the modules whose outputs are the stages' feature maps,
         in forward order; the last one's output is `forward_features`' output."""
-        self.feature_info = [{"module": m, "num_chs": c, "reduction": r} for m, c, r in stages]
+        self.feature_info = FeatureInfo({"module": m, "num_chs": c, "reduction": r} for m, c, r in stages)
 
     @torch.jit.unused
     def forward_intermediates(
@@ -176,21 +246,78 @@ def feature_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -
     return out
 
 
+class _Features(nn.Module):
+    """`model.forward_features` as a module's forward (for `torch.func.functional_call`)."""
+
+    def __init__(self, model: ZooModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_features(x)
+
+
+class _StageTracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping each stage module whole: one node whose output is the stage's map."""
+
+    def __init__(self, stages: list[str]):
+        super().__init__()
+        self.stages = frozenset(stages)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.stages or super().is_leaf_module(m, module_qualified_name)
+
+
+def feature_graph(model: ZooModel, modules: list[str]) -> torch.fx.GraphModule:
+    """`model`'s forward traced with torch.fx and cut after `modules`: a graph module returning their
+    outputs as a list, holding only the layers they need (same names, same objects as in `model`).
+
+    Traced in eval mode, so that Python branches on `self.training` (fast training paths, auxiliary
+    heads) record the standard ops; the layers themselves still follow `train()` / `eval()`."""
+    training = model.training
+    model.eval()
+    try:
+        graph = _StageTracer(modules).trace(model)
+    finally:
+        model.train(training)
+    calls = {n.target: n for n in graph.nodes if n.op == "call_module" and n.target in modules}
+    missing = [m for m in modules if m not in calls]  # (a module called twice: its last call, as a hook)
+    if missing:
+        raise ValueError(f"{type(model).__name__}.forward never calls the stage module(s) {missing}")
+    output = next(n for n in graph.nodes if n.op == "output")
+    output.args = ([calls[m] for m in modules],)
+    output.type = None  # was forward's `-> Tensor`; TorchScript reads the list's type off the code
+    features = torch.fx.GraphModule(model, graph, class_name=f"{type(model).__name__}Features")
+    features.graph.eliminate_dead_code()  # the head, and any stage after the last one asked for
+    features.delete_all_unused_submodules()
+    features.recompile()
+    return features.train(training)
+
+
 class FeatureListNet(nn.Module):
     """`create_model(name, features_only=True)`: forward returns the per-stage maps as a list.
 
-    The wrapped model keeps its names under `model.` (its classifier is `nn.Identity`); `feature_info`
-    describes the maps returned (module, channels, reduction).
+    `model` is the network traced down to those stages (`feature_graph`): its layers keep their names
+    under `model.`, the head is gone, and the whole compiles with TorchScript and traces with FX.
+    `feature_info` describes the maps returned (module, channels, reduction); `pretrained_cfg` (and
+    `default_cfg`) is the model's, without the classifier's keys, as timm's feature models carry it.
     """
+
+    __jit_ignored_attributes__ = ["pretrained_cfg", "default_cfg", "feature_info"]
 
     def __init__(self, model: ZooModel, out_indices: int | list[int] | tuple[int, ...] | None = None):
         super().__init__()
-        self.model = model
         self.out_indices = feature_indices(len(model.feature_info), out_indices)
-        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in self.out_indices)
+        cfg = getattr(model, "pretrained_cfg", None)
+        if cfg is not None:
+            cfg = model.default_cfg  # with pool_size
+            drop = ("num_classes", "classifier", "aux_classifiers", "global_pool")
+            self.pretrained_cfg = self.default_cfg = {k: v for k, v in cfg.items() if k not in drop}
+        self.model = feature_graph(model, [f["module"] for f in self.feature_info])
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)
+        return self.model(x)
 
 
 def group_of(param_name: str, groups: dict[str, list[str]]) -> str | None:
