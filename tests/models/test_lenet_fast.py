@@ -151,3 +151,50 @@ def test_polyphase_after_inference_mode_still_trains():
     w.requires_grad_()
     conv_relu_max_pool_2x2(x, w, b, 2).sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("amp", [False, True])
+def test_eval_mode_equals_the_traced_graphs_bit_for_bit(mnist_batch, grad, amp):
+    """In eval mode the fast path computes conv1 as the layer itself (no polyphase sums in another order)
+    and only exact rewrites after it: eager = FX = TorchScript, bit for bit (timm's FX test asserts ==)."""
+    x, _ = mnist_batch
+    model = perturbed_lenet5().eval()
+    traced, scripted = torch.fx.symbolic_trace(model), torch.jit.script(model)
+    assert model._fast_path_applies(x)
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        out = model(x)
+        assert torch.equal(out, traced(x)) and torch.equal(out, model.forward_head(model.features(x)))
+        if not amp:
+            assert torch.equal(out, scripted(x))
+
+
+def test_training_still_takes_the_polyphase_convolution(mnist_batch):
+    """Training keeps its fast path (the polyphase conv1: 4 input channels), eval uses conv1 (1 channel)."""
+    x, y = mnist_batch
+    model = perturbed_lenet5()
+
+    class ConvInputs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.channels = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten._convolution):
+                self.channels.append(args[0].shape[1])
+            return func(*args, **(kwargs or {}))
+
+    with ConvInputs() as train:
+        F.cross_entropy(model.train()(x), y).backward()
+    with ConvInputs() as evaluation, torch.no_grad():
+        model.eval()(x)
+    assert train.channels[0] == 4 and evaluation.channels == [1, 6]
+
+
+def test_fx_records_the_standard_pooling_in_training():
+    """FX traces `MaxPool2x2` in training as `max_pool2d` (its autograd Function is eager-only): no shape
+    arithmetic nodes, which torchvision's feature extractor would return as ints."""
+    model = perturbed_lenet5().train()
+    targets = [n.target for n in torch.fx.symbolic_trace(model).graph.nodes if n.op == "call_function"]
+    names = [getattr(t, "__name__", str(t)) for t in targets]
+    assert names.count("max_pool2d") == 2 and "ge" not in names and "mul" not in names

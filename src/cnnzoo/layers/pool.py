@@ -105,7 +105,8 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(kernel_size=2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        # the autograd.Function is Python only: TorchScript compiles the standard op alone
+        # the autograd.Function is Python only: TorchScript compiles the standard op alone, FX records it
         if self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return max_pool_2x2(x)
+            if not isinstance(x, torch.fx.Proxy):
+                return max_pool_2x2(x)
         return F.max_pool2d(x, 2)
