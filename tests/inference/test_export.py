@@ -194,3 +194,88 @@ def test_torchscript_loads_in_a_python_that_never_imports_cnnzoo(exported, tmp_p
         "torch.jit.load in a Python process without cnnzoo gives the same logits"
         in (exported / "README.md").read_text()
     )
+
+
+# --- the folder is also a Hugging Face Hub / timm model folder -------------------------------------
+# (timm itself loads it in tests/test_timm_compat.py, run by `make test-peers`)
+
+
+def test_config_carries_timms_keys_beside_cnnzoos(exported):
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["model_kwargs"] == {} and config["in_chans"] == 1
+    assert config["architecture"] == "cnnzoo/lenet5"  # timm has no LeNet-5: it says so, by name
+    assert config["num_classes"] == 10 and config["num_features"] == 16 and config["global_pool"] == "avg"
+    assert config["label_names"] == config["classes"] == [str(i) for i in range(10)]
+    assert config["pretrained_cfg"] == {
+        "input_size": [1, 28, 28], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+        "mean": [0.1307], "std": [0.3081], "num_classes": 10, "pool_size": [5, 5],
+        "first_conv": "features.1", "classifier": "classifier.4",
+    }  # fmt: skip
+
+
+def test_the_card_opens_with_the_hubs_metadata(exported):
+    card = (exported / "README.md").read_text()
+    head, body = card.split("\n---\n", 1)
+    assert head.splitlines() == [
+        "---", "library_name: cnnzoo", "tags:", "- image-classification", "- cnnzoo", "- lenet",
+        "pipeline_tag: image-classification", "license: mit", 'datasets:', '- "mnist"', "metrics:", "- accuracy",
+    ]  # fmt: skip
+    assert body.lstrip().startswith("# lenet5 trained on mnist")
+
+
+def test_the_cards_torch_hub_snippet_runs(exported):
+    """The card's lines for a network timm lacks: torch.hub from a checkout (this one), the weights file."""
+    from pathlib import Path
+
+    card = (exported / "README.md").read_text()
+    block = card[card.index("# timm has no lenet5") :].split("```")[0]
+    repo = Path(__file__).resolve().parents[2]
+    scope: dict = {}
+    exec(block.replace("path/to/cnnzoo", str(repo)), scope)  # noqa: S102 (our own card)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(scope["model"].eval()(x), cnnzoo.load("lenet5:mnist").model(x))
+
+
+def test_vgg_weights_go_under_timms_names_and_come_back():
+    """timm's VGG head: pre_logits.fc1 a 7x7 convolution, fc2 a 1x1 one, head.fc; cnnzoo maps them back.
+    Above a 7x7 map timm computes another function: cnnzoo's names stay, and so does the name."""
+    from cnnzoo.inference.export import hub
+    from cnnzoo.models._weights import map_timm_names
+
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("vgg11", num_classes=5)
+    ours = model.state_dict()
+    theirs = hub.timm_state_dict(model, 224)
+    assert theirs["pre_logits.fc1.weight"].shape == (4096, 512, 7, 7)
+    assert theirs["pre_logits.fc2.weight"].shape == (4096, 4096, 1, 1) and theirs["head.fc.weight"].shape == (
+        5,
+        4096,
+    )
+    assert not [k for k in theirs if k.startswith("classifier.")]
+    back = map_timm_names(theirs)
+    assert list(back) == list(ours) and all(torch.equal(back[k], ours[k]) for k in ours)
+    assert hub.timm_architecture(model, 224) == "vgg11" and hub.timm_architecture(model, 256) is None
+    assert list(hub.timm_state_dict(model, 256)) == list(ours)
+
+
+def test_inception_v3_leaves_out_its_training_only_head(tmp_path):
+    """timm's Inception v3 has no auxiliary classifier: the folder neither, and says so to cnnzoo's reader."""
+    from cnnzoo.artifacts.checkpoint import save_checkpoint
+    from cnnzoo.artifacts.source import read_source
+
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("inception_v3", num_classes=3).eval()
+    meta = dict(model="inception_v3", model_kwargs={}, classes=["a", "b", "c"], in_chans=3, image_size=75,
+                mean=[0.5] * 3, std=[0.5] * 3)  # fmt: skip
+    out = tmp_path / "out"
+    export.export_model(save_checkpoint(tmp_path / "run", "best", model, meta), out, "safetensors")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "inception_v3" and config["model_kwargs"] == {"aux_logits": False}
+    assert config["pretrained_cfg"]["first_conv"] == "Conv2d_1a_3x3.conv"
+    state = read_source(out).state  # what fine-tuning from the folder reads
+    assert not [k for k in state if k.startswith("AuxLogits")] and "fc.weight" in state
+    x = torch.randn(2, 3, 75, 75)
+    with torch.no_grad():
+        assert torch.equal(cnnzoo.load(out).model(x), model(x))
+    assert "timm.create_model('local-dir:" in (out / "README.md").read_text()

@@ -36,6 +36,7 @@ from ..models._weights import (
     clean_state_dict,
     identify_architecture,
     load_adapted,
+    map_timm_names,
     read_weights,
     read_weights_file,
     state_shape,
@@ -142,7 +143,7 @@ def _cnnzoo_weights(weights: Path, meta: dict, spec: str, model_name: str | None
             f"{spec} is a cnnzoo {name} checkpoint; --model {model_name} does not match it (leave --model out)"
         )
     model_info(name)  # an unknown name fails here, with suggestions
-    state = read_weights(weights)
+    state = map_timm_names(read_weights(weights))  # an export folder's VGG holds timm's names
     return SourceWeights(state, name, kwargs, classes, {**prep, "assumed": False}, "cnnzoo", str(weights))
 
 

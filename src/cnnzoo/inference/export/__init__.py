@@ -5,12 +5,15 @@
 writes, into a temporary folder beside `--out` that is renamed into place only when every check passed:
 
     config.json        architecture, builder kwargs, classes, input size, channels, mean/std, framing,
-                       cnnzoo and torch versions: all a reader needs to feed the model
-    model.safetensors  the weights; `config.json` + this file rebuild the model (checked: equal logits)
+                       cnnzoo and torch versions: all a reader needs to feed the model; beside them timm's
+                       keys (architecture, num_classes, label_names, pretrained_cfg: `hub.py`)
+    model.safetensors  the weights; `config.json` + this file rebuild the model (checked: equal logits),
+                       and so does `timm.create_model("local-dir:...")` where timm has the network
     model.onnx         `torch.onnx.export(dynamo=True)`, opset 18, a dynamic batch axis; checked with
                        onnxruntime on real test images at batch 1 and at another batch size
     model.pt           TorchScript; checked in a Python process that never imports cnnzoo
-    README.md          the model card: data, recipe, accuracy, the parity figures, how to load each file
+    README.md          the model card, opening with the Hugging Face Hub's metadata: data, recipe,
+                       accuracy, the parity figures, how to load each file (with timm or torch.hub too)
 
 A failed check (parity beyond the tolerance, top-1 disagreement) raises `CnnzooError` saying by how much,
 and nothing is left behind.
@@ -49,6 +52,7 @@ from ._format import export_formats, format_names
 from ._format import register_format as register_format
 from ._format import unregister_format as unregister_format
 from .card import model_card
+from .hub import timm_architecture, timm_fields
 from .onnx import p_line
 
 __all__ = ["FORMATS", "ExportReport", "export_model", "is_export_folder", "load_export", "parse_formats"]
@@ -159,11 +163,15 @@ def _write_json(path: Path, obj) -> None:
 
 
 def export_config(model: nn.Module, meta: dict, label: str) -> dict:
+    """cnnzoo's keys (what its reader needs), then timm's beside them (`hub.timm_fields`)."""
     framing = framing_for(meta.get("dataset")) if int(meta["in_chans"]) == 1 else None
-    return {
+    kwargs = dict(meta.get("model_kwargs") or {})
+    if timm_architecture(model, int(meta["image_size"])) == "inception_v3" and model.aux_logits:
+        kwargs["aux_logits"] = False  # timm's layout has no auxiliary head (used only in training)
+    config = {
         "format": "cnnzoo-export/1",
         "model": meta["model"],
-        "model_kwargs": dict(meta.get("model_kwargs") or {}),
+        "model_kwargs": kwargs,
         "classes": list(meta["classes"]),
         "num_classes": len(meta["classes"]),
         "in_chans": int(meta["in_chans"]),
@@ -182,11 +190,9 @@ def export_config(model: nn.Module, meta: dict, label: str) -> dict:
             "canvas": framing.canvas,
         },  # fmt: skip
         "source": label,
-        "pretrained_cfg": {
-            k: v for k, v in getattr(model, "pretrained_cfg", {}).items() if k in ("first_conv", "classifier")
-        },
         "versions": {"cnnzoo": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
     }
+    return config | timm_fields(model, meta)
 
 
 def parity_batch(meta: dict, config: dict) -> tuple[torch.Tensor, torch.Tensor | None, str]:

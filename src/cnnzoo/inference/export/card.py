@@ -1,4 +1,5 @@
-"""The export folder's README.md: data, recipe, accuracy, the parity figures, how to load each file.
+"""The export folder's README.md: the Hub's metadata, data, recipe, accuracy, the parity figures, how to
+load each file.
 
 Built from a table of sections; each format contributes its own loading snippet (and parity lines)."""
 
@@ -12,6 +13,7 @@ import torch
 
 from ..._version import __version__
 from ._format import ExportFormat, Report, export_formats
+from .hub import front_matter
 
 
 class _Card(NamedTuple):
@@ -28,6 +30,7 @@ def model_card(config: dict, report: Report, formats: list[str], prov: dict, out
     card = _Card(config, report, tuple(f for f in export_formats() if f.name in formats), prov, out)
     data = config.get("dataset") or "unknown data"
     lines = [
+        *front_matter(config, prov),
         f"# {config['model']} trained on {data}",
         "",
         f"Exported by cnnzoo {__version__} (torch {torch.__version__}) from `{report.source}`.",

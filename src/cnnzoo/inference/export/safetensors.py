@@ -1,4 +1,7 @@
-"""`model.safetensors`: the weights; `config.json` + this file rebuild the model (checked: equal logits)."""
+"""`model.safetensors`: the weights; `config.json` + this file rebuild the model (checked: equal logits).
+
+Under timm's parameter names where timm has the network (`hub.py`), so the folder is also a timm / Hugging
+Face Hub model folder; cnnzoo's reader maps them back. Where timm is installed, it is checked too."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from torch import nn
 from ...artifacts.exported import load_export
 from ...errors import CnnzooError
 from ._format import ExportFormat, Report, register_format
+from .hub import hub_snippet, timm_check, timm_state_dict
 
 
 def write(model: nn.Module, path: Path, x: torch.Tensor) -> None:
-    state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "cnnzoo-export"})
+    # the metadata is what the Hub's and timm's readers expect of a PyTorch state dict
+    save_file(timm_state_dict(model, x.shape[-1]), str(path), metadata={"format": "pt"})
 
 
 @torch.no_grad()
@@ -30,6 +34,7 @@ def check(model: nn.Module, path: Path, x: torch.Tensor, report: Report) -> None
     report.checks.append(
         "safetensors round trip: config.json + model.safetensors rebuild the model, logits identical"
     )
+    timm_check(model, path.parent, x, report)
 
 
 def loading_snippet(config: dict, out: Path) -> list[str]:
@@ -38,12 +43,10 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
         f"predictor = cnnzoo.load({str(out)!r})  # config.json + model.safetensors (and framing, if any)",
         'predictor.predict(["digit.png"], top_k=3)',
         "",
-        "# or the bare module:",
-        "import json; from safetensors.torch import load_file",
-        'cfg = json.load(open("config.json"))',
-        'model = cnnzoo.create_model(cfg["model"], num_classes=cfg["num_classes"], in_chans=cfg["in_chans"], '
-        '**cfg["model_kwargs"])',
-        'model.load_state_dict(load_file("model.safetensors"))',
+        "# or the bare module (eval mode) and config.json:",
+        "from cnnzoo.artifacts.exported import load_export",
+        f"model, config = load_export({str(out)!r})",
+        *hub_snippet(config, out),
     ]
 
 
