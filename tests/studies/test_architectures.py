@@ -22,8 +22,10 @@ def report(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(study.PRESETS, "quick", study.PRESETS["tiny"])
         mp.setattr(sys, "stderr", io.StringIO())
+        mp.setattr(sys, "stdout", io.StringIO())
         assert main(["study", "architectures", "--quick", "--out", str(out), "--device", "cpu"]) == 0
         (out / "stderr.txt").write_text(sys.stderr.getvalue())
+        (out / "stdout.txt").write_text(sys.stdout.getvalue())
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -100,3 +102,16 @@ def test_report_only_takes_the_benchmark_json_when_it_appears(report, tmp_path):
     assert "| 900.0 | 300.0 | 28 px, batch 2 |" in text
     saved = json.loads((folder / "results.json").read_text())["speed"]  # the index reads it from here
     assert saved["source"].startswith("bench/bench_models.py") and "missing" not in saved
+
+
+def test_the_command_says_where_its_tensorboard_events_are(report):
+    """One line naming the log folder (OUT/.work for an --out that is not the default), the events in it."""
+    pytest.importorskip("tensorboard")
+    out, _ = report
+    root = out / ".work" / "tensorboard"
+    lines = (out / "stdout.txt").read_text().splitlines()
+    assert lines == [
+        f"TensorBoard events of 1 fit(s) in {root}: tensorboard --logdir {root}",
+        f"report written: {out / 'README.md'}",
+    ]
+    assert list((root / "lenet5-seed0").glob("events.out.tfevents.*"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
@@ -14,7 +16,11 @@ from cnnzoo.studies import inception as study
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("inception")
-    study.run_inception_study(out, preset="tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stdout", io.StringIO())
+        study.run_inception_study(out, preset="tiny")
+        # it fits no network: no events, and no line about them
+        assert sys.stdout.getvalue() == "" and not (out / ".work").exists()
     return out, json.loads((out / "results.json").read_text())
 
 

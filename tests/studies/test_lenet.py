@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from cnnzoo.studies import get_study
 from cnnzoo.studies import lenet as study
+from cnnzoo.studies._common import study_log_dir
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,50 @@ def test_report_rerenders_without_training(report, monkeypatch):
     monkeypatch.setattr(study, "fit_quiet", lambda *a, **k: pytest.fail("re-rendering trained a network"))
     path = get_study("lenet").report(report)
     assert path.exists() and (report / "test_error.png").exists()
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*")}
+
+
+def test_fits_write_tensorboard_events_beside_the_report_not_in_it(report):
+    """Each fit's per-step and per-epoch scalars, its hyper-parameters and final figures, read back with
+    TensorBoard's own reader from the log folder of a study run into a non-default folder (OUT/.work)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    root = report / ".work" / "tensorboard"
+    assert sorted(p.name for p in root.iterdir()) == ["lenet5-none-seed0", "lenet5_1998-none-seed0"]
+    assert not list(report.glob("events.out.tfevents.*")) and not (report / "tensorboard").exists()
+    events = EventAccumulator(str(root / "lenet5-none-seed0"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"step/train_loss", "step/lr", "epoch/train_loss", "epoch/test_acc", "final/test_acc"} <= scalars
+    (seed,) = json.loads((report / "results.json").read_text())["runs"]["lenet5"]["seeds"]
+    assert [e.value for e in events.Scalars("epoch/test_acc")] == pytest.approx(
+        [100 - e for e in seed["curve"]], abs=1e-4
+    )
+    assert events.Scalars("final/test_acc")[-1].value == pytest.approx(100 - seed["test_error"], abs=1e-4)
+    starts = [
+        plugin_data_pb2.HParamsPluginData.FromString(v).session_start_info
+        for v in events.PluginTagToContent("hparams").values()
+    ]
+    hparams = {k: v.string_value or v.number_value for s in starts for k, v in s.hparams.items()}
+    assert hparams["study"] == "lenet" and hparams["preset"] == "tiny" and hparams["model"] == "lenet5"
+    assert hparams["label"] == "lenet5-none-seed0" and hparams["seed"] == 0
+
+
+def test_rerendering_writes_no_events_and_the_same_report(report, monkeypatch):
+    before, readme = _files(report), (report / "README.md").read_bytes()
+    monkeypatch.setattr(study, "fit_quiet", lambda *a, **k: pytest.fail("re-rendering trained a network"))
+    get_study("lenet").report(report)
+    assert (report / "README.md").read_bytes() == readme
+    assert {k: v for k, v in _files(report).items() if ".work" in k} == {
+        k: v for k, v in before.items() if ".work" in k
+    }
+
+
+def test_the_default_report_logs_under_runs_another_out_beside_itself():
+    assert study_log_dir("lenet", "reports/lenet", "reports/lenet") == Path("runs/studies/lenet")
+    assert study_log_dir("lenet", "/tmp/x/lenet", "reports/lenet") == Path("/tmp/x/lenet/.work")

@@ -123,7 +123,12 @@ def fit(
     start = time.perf_counter()
     history = log.records()
     # resumed: TensorBoard drops what the interrupted run logged past the checkpoint's step
-    tb = open_tensorboard(ctx.run_dir, ctx.writes and cfg.tensorboard, purge_step=state.step + 1)
+    tb = open_tensorboard(
+        ctx.run_dir,
+        ctx.events_dir is not None and cfg.tensorboard,
+        purge_step=state.step + 1,
+        log_dir=ctx.events_dir,
+    )
     try:
         interrupted = _run_epochs(
             step, state, loaders, cfg, ctx, log=log, tb=tb, eval_amp=eval_amp, history=history, start=start
@@ -143,6 +148,7 @@ def fit(
                 final_acc=result.final_acc,
                 best_acc=result.best_acc,
                 epochs=result.epochs_run,
+                predictions=ctx.save,
             )
         return result
     finally:

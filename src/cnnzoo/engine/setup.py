@@ -57,10 +57,22 @@ class RunContext:
     dist_env: DistEnv = field(default_factory=DistEnv)
     save: bool = True  # False: keep nothing on disk (studies that run hundreds of short fits)
     hparams: dict = field(default_factory=dict)  # recorded beside the config's (fine-tuning: its strategy)
+    # TensorBoard events here even when nothing else is saved (a study's fits); None: RUN/tensorboard/
+    # where the run saves, no events where it does not
+    tensorboard_dir: Path | None = None
 
     @property
     def writes(self) -> bool:
         return self.save and self.dist_env.is_main
+
+    @property
+    def events_dir(self) -> Path | None:
+        """Where this rank writes TensorBoard events (when the config and the installed package allow)."""
+        if not self.dist_env.is_main:
+            return None
+        if self.tensorboard_dir is not None:
+            return Path(self.tensorboard_dir)
+        return Path(self.run_dir) / "tensorboard" if self.save else None
 
 
 def make_loaders(

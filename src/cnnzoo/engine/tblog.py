@@ -2,7 +2,8 @@
 
 Written by rank 0 of a run that saves, when the optional `tensorboard` package is installed
 (`pip install cnnzoo[tensorboard]`) and the config's `tensorboard` is on (the default; `--no-tensorboard`
-turns it off). A study's unsaved fits write none. Tags:
+turns it off), and by a study's fits, which save nothing else, in the folder their `RunContext.tensorboard_dir`
+names (`studies/_common.py`: runs/studies/NAME/tensorboard/LABEL/). Tags:
 
     step/train_loss, step/lr   x = optimizer step, at each refresh of the loop's progress figures (every 20
                                steps and at an epoch's last): the mean loss of the steps since the previous
@@ -44,13 +45,18 @@ def tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def open_tensorboard(run_dir: Path, enabled: bool, *, purge_step: int | None = None) -> TensorBoardLog | None:
-    """The run's event writer, or None when `enabled` is off or the package is missing (then nothing is
-    said: the option is on by default, and most users of a plain install never asked for it)."""
+def open_tensorboard(
+    run_dir: Path | None, enabled: bool, *, purge_step: int | None = None, log_dir: Path | None = None
+) -> TensorBoardLog | None:
+    """The run's event writer (in `log_dir`, else RUN/tensorboard), or None when `enabled` is off or the
+    package is missing (then nothing is said: the option is on by default, and most users of a plain install
+    never asked for it)."""
     if not enabled or not tensorboard_installed():
         return None
     try:
-        return TensorBoardLog(Path(run_dir) / "tensorboard", purge_step=purge_step)
+        return TensorBoardLog(
+            Path(log_dir) if log_dir is not None else Path(run_dir) / "tensorboard", purge_step=purge_step
+        )
     except ImportError as e:  # installed but broken (a protobuf it cannot use): the run goes on without it
         note(f"no TensorBoard events for this run: the tensorboard package does not import ({e})")
         return None
@@ -107,10 +113,21 @@ class TensorBoardLog:
             )
 
     def finish_run(
-        self, model: nn.Module, test_loader, meta: dict, hparams: dict, *, final_acc, best_acc, epochs: int
+        self,
+        model: nn.Module,
+        test_loader,
+        meta: dict,
+        hparams: dict,
+        *,
+        final_acc,
+        best_acc,
+        epochs: int,
+        predictions: bool = True,
     ) -> None:
-        """A finished run's last entries: `predictions`, then `finish` with the final and best accuracy."""
-        self.predictions(model, test_loader, meta, epochs)
+        """A finished run's last entries: `predictions` (unless off: a study's fits, whose metadata has no
+        classes, and which would draw a figure per fit), then `finish` with the final and best accuracy."""
+        if predictions:
+            self.predictions(model, test_loader, meta, epochs)
         self.finish(hparams, {"test_acc": final_acc, "best_acc": best_acc}, epochs)
 
     @torch.no_grad()

@@ -2,6 +2,12 @@
 the machine it ran on, short fits without checkpoints, measured receptive fields, mean and spread,
 plots and the results.json round trip (the reports' Markdown is `_md`'s).
 
+A study's fits keep no checkpoints, but write TensorBoard events (when the tensorboard package is installed)
+into the study's log folder, never into the report's: `study_log_dir` (runs/studies/NAME for the default
+report folder, OUT/.work for another --out), one sub-folder per fit under its tensorboard/ (`StudyEvents`).
+They are a side output: results.json and the report are the same bytes with or without them, and
+re-rendering a report (`--report-only`) writes none.
+
 Receptive fields two ways, so a study can show they agree:
   computed   `computed_rf`: the op tracer of `cnnzoo.summary` follows kernel, stride and dilation of
              every op (rf_out = rf_in + d (k - 1) jump_in); no forward value is looked at.
@@ -20,6 +26,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
 from ..engine.loop import fit
 from ..engine.setup import RunContext, make_loaders
+from ..engine.tblog import tensorboard_installed
 from ..errors import CnnzooError
 from ..runtime import EVAL_BATCH, resolve_device
 from ..summary.trace import WHOLE_INPUT, Field, OpTracer
@@ -41,6 +49,8 @@ __all__ = [
     "StudyRun",
     "start_study",
     "study_runner",
+    "study_log_dir",
+    "StudyEvents",
     "write_readme",
     "machine",
     "mean_std",
@@ -213,6 +223,37 @@ def start_study(
     return StudyRun(p, used, results)
 
 
+def study_log_dir(name: str, out: str | Path, default_out: str) -> Path:
+    """A study's log folder (its fits' TensorBoard events): runs/studies/NAME for the default report folder
+    (reports/ is committed, runs/ is not), OUT/.work for another OUT (as the transfer study's work), so
+    a study run into a temporary folder writes nothing else."""
+    return Path("runs/studies") / name if Path(out) == Path(default_out) else Path(out) / ".work"
+
+
+@dataclass
+class StudyEvents:
+    """Where the fits of a running study write TensorBoard events: `root`/LABEL/, one folder per fit (a
+    repeated label gets -2, -3...); `hparams` (study, preset, label) join each fit's configuration."""
+
+    root: Path
+    hparams: dict
+    labels: list[str] = field(default_factory=list)  # the folders written, in order
+
+    def folder(self, label: str) -> tuple[Path, str]:
+        """A fresh sub-folder name for `label` ('/' and ':' made '_') and the label as recorded."""
+        base = label.replace("/", "_").replace(":", "_")
+        label, n = base, 1
+        while label in self.labels:
+            n += 1
+            label = f"{base}-{n}"
+        return self.root / label, label
+
+
+# the events of the study being measured (set by `study_runner` around `measure`, read by `fit_quiet`): the
+# studies' helpers that fit networks need not carry it through every signature
+_EVENTS: ContextVar[StudyEvents | None] = ContextVar("study_events", default=None)
+
+
 def study_runner(
     name: str,
     presets: dict[str, Any],
@@ -221,9 +262,10 @@ def study_runner(
     *,
     default_out: str,
 ) -> Callable[..., Path]:
-    """A study's `run(out, *, quick, seeds, device, preset)` for the registry and the CLI: the preset and
-    seeds chosen (`start_study`), the report folder made, `measure(run, out, device)` filling
-    `run.results`, then results.json and the report written (`StudyRun.finish`)."""
+    """A study's `run(out, *, quick, seeds, device, preset, log_dir)` for the registry and the CLI: the
+    preset and seeds chosen (`start_study`), the report folder made, `measure(run, out, device)` filling
+    `run.results` (its fits' TensorBoard events in `log_dir`/tensorboard/, default `study_log_dir`), then
+    results.json and the report written (`StudyRun.finish`), and one line saying where the events are."""
 
     def run_study(
         out: str | Path = default_out,
@@ -232,12 +274,23 @@ def study_runner(
         seeds: int | None = None,
         device: str = "auto",
         preset: str | None = None,
+        log_dir: str | Path | None = None,
     ) -> Path:
         run = start_study(name, presets, preset=preset, quick=quick, seeds=seeds)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        measure(run, out, device)
-        return run.finish(out, write_report)
+        log_dir = Path(log_dir) if log_dir is not None else study_log_dir(name, out, default_out)
+        events = StudyEvents(log_dir / "tensorboard", {"study": name, "preset": run.results["preset"]})
+        token = _EVENTS.set(events if tensorboard_installed() else None)
+        try:
+            measure(run, out, device)
+        finally:
+            _EVENTS.reset(token)
+        path = run.finish(out, write_report)
+        if events.labels:
+            n, root = len(events.labels), events.root
+            print(f"TensorBoard events of {n} fit(s) in {root}: tensorboard --logdir {root}")
+        return path
 
     run_study.__name__ = run_study.__qualname__ = f"run_{name.replace('-', '_')}_study"
     run_study.__doc__ = f"Run the {name} study into `out` (default {default_out}); {measure.__doc__ or ''}"
@@ -269,9 +322,12 @@ class Fit:
     image_size: int
 
 
-def fit_quiet(model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size: int) -> Fit:
+def fit_quiet(
+    model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size: int, label: str | None = None
+) -> Fit:
     """Train `model` on `splits` with the engine's loop (same optimiser, schedule and precision as
-    `cnnzoo train`), keeping nothing on disk."""
+    `cnnzoo train`), keeping nothing on disk but, inside a running study, TensorBoard events in its
+    log folder's tensorboard/`label`/ (default label: MODEL-seedN)."""
     device = resolve_device(cfg.device)
     info = splits.info
     loaders = make_loaders(
@@ -287,7 +343,14 @@ def fit_quiet(model: nn.Module, splits: Splits, cfg: TrainConfig, *, image_size:
     )
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    result = fit(model, loaders, cfg, RunContext(Path("."), {}, quiet=True, save=False), device=device)
+    ctx = RunContext(Path("."), {}, quiet=True, save=False)
+    events = _EVENTS.get()
+    if events is not None and cfg.tensorboard:
+        ctx.tensorboard_dir, label = events.folder(label or f"{cfg.model}-seed{cfg.seed}")
+        ctx.hparams = {**events.hparams, "label": label}
+    result = fit(model, loaders, cfg, ctx, device=device)
+    if ctx.tensorboard_dir is not None and ctx.tensorboard_dir.is_dir():  # the package imported
+        events.labels.append(label)
     final = result.history[-1].get("test_acc", 0.0)
     return Fit(model, result.history, time.perf_counter() - start, final, image_size)
 

@@ -94,7 +94,9 @@ def _run(data: str, condition: str, n: int, seed: int, splits: Splits, test, p: 
     )  # fmt: skip
     torch.manual_seed(seed)
     model = create_model(MODEL, num_classes=splits.info.num_classes, in_chans=1)
-    fit = fit_quiet(model, Splits(train, test), cfg, image_size=28)
+    fit = fit_quiet(
+        model, Splits(train, test), cfg, image_size=28, label=f"{data}-{condition}-n{n}-seed{seed}"
+    )
     train_acc = accuracy_on(fit.model, train, 28, device)
     return {
         "seed": seed,

@@ -143,7 +143,8 @@ def _gradients(splits: Splits, test, p: Preset, device: str) -> dict:
         torch.manual_seed(0)
         model = create_model(model_name, num_classes=10, in_chans=1)
         at_init = gradient_norms(model, x, y)
-        fit_quiet(model, Splits(train, test), _config(p, model_name, 0, device, 1), image_size=p.image_size)
+        cfg = _config(p, model_name, 0, device, 1)
+        fit_quiet(model, Splits(train, test), cfg, image_size=p.image_size, label=f"{model_name}-gradients")
         out[model_name] = {"init": at_init, "epoch1": gradient_norms(model.cpu(), x, y)}
     return out
 

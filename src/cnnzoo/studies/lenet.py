@@ -182,7 +182,7 @@ def _train_one(model_name: str, augment: str | None, splits: Splits, preset: Pre
     data = Splits(splits.train.subset(idx), splits.test)
     torch.manual_seed(seed)
     model = create_model(model_name, num_classes=10, in_chans=1)
-    fit = fit_quiet(model, data, cfg, image_size=28)
+    fit = fit_quiet(model, data, cfg, image_size=28, label=f"{model_name}-{cfg.augment}-seed{seed}")
     return fit, cfg
 
 
