@@ -6,6 +6,7 @@ few images per class (a small slice of a study cell).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict
 
@@ -99,8 +100,15 @@ def test_the_cli_resolves_the_studys_cell_and_reproduces_its_figure(source, digi
     recorded = json.loads((run / "config.json").read_text())
     assert recorded == json.loads(json.dumps({"finetune": asdict(ft), "train": cfg.to_dict()}))
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    cell = run_cell(source, digits, "last:2", 5, 0, preset, "cpu")
+    events = tmp_path / "events"
+    cell = run_cell(source, digits, "last:2", 5, 0, preset, "cpu", events)
     assert log[-1]["test_acc"] == cell["accuracy"] and cell["epochs"] == 40
+    if importlib.util.find_spec("tensorboard"):  # a study's cell saves nothing but logs its events there
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        ea = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        ea.Reload()
+        assert ea.Scalars("epoch/test_acc")[-1].value == pytest.approx(cell["accuracy"])
     assert f"test accuracy {cell['accuracy']:.2f}%" in capsys.readouterr().out
 
 

@@ -41,6 +41,7 @@ from ..artifacts.source import parse_source, provenance
 from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import TrainConfig, default_config
+from ..engine.tblog import tensorboard_installed
 from ..engine.train import train
 from ..errors import CnnzooError
 from ..transfer.advise import advise
@@ -298,11 +299,19 @@ def cell_plan(source: Path, splits: Splits, strategy: str, n: int, seed: int, pr
 
 
 def run_cell(
-    source: Path, splits: Splits, strategy: str, n: int, seed: int, preset: Preset, device: str
+    source: Path,
+    splits: Splits,
+    strategy: str,
+    n: int,
+    seed: int,
+    preset: Preset,
+    device: str,
+    events: Path | None = None,
 ) -> dict:
+    """One cell, measured; its TensorBoard events in `events` (a study's log folder) when given."""
     ft, cfg, splits = cell_plan(source, splits, strategy, n, seed, preset, device)
     start = time.perf_counter()
-    result = finetune(ft, cfg, quiet=True, save=False, splits=splits)
+    result = finetune(ft, cfg, quiet=True, save=False, splits=splits, tensorboard_dir=events)
     return {
         "accuracy": result.final_acc,
         "seconds": round(time.perf_counter() - start, 2),
@@ -362,9 +371,10 @@ TRIAL_VERSION = 1
 
 
 def _row(grid: Grid, setting: Setting, source: str, splits: Splits, n: int, seeds: int, ctx) -> dict:
-    preset, device, cache, bar = ctx
+    preset, device, cache, bar, events = ctx
     # the source by name and content, not by folder: moving the work folder keeps the cache valid
     name = setting.bundled or Path(source).name
+    label = f"{grid.name}-{name.replace(':', '_')}-{setting.target_data}-n{n or 'all'}"
     fingerprint = (grid.model, name, _source_stamp(source), setting.target_data, n, preset.min_steps)
     cells = {}
     for strategy in grid.strategies:
@@ -373,8 +383,11 @@ def _row(grid: Grid, setting: Setting, source: str, splits: Splits, n: int, seed
             ft, cfg, _ = cell_plan(source, splits, strategy, n, seed, preset, device)
             plan = {**asdict(ft), "source": name}
             key = cache.key("cell", fingerprint, plan, cfg.to_dict())
+            tb = None if events is None else events / f"{label}-{strategy.replace(':', '')}-seed{seed}"
             runs.append(
-                cache.get(key, lambda s=strategy, k=seed: run_cell(source, splits, s, n, k, preset, device))
+                cache.get(
+                    key, lambda s=strategy, k=seed, t=tb: run_cell(source, splits, s, n, k, preset, device, t)
+                )
             )
             bar.update(1)
         cells[strategy] = _summary(runs)
@@ -427,7 +440,8 @@ def _setting_record(
     grid: Grid, setting: Setting, n_seeds: int, work: Path, ctx, sources_trained: list[str]
 ) -> dict:
     """One setting of a grid: its source (bundled weights, or trained here unless already there, its command
-    then added to `sources_trained`) and one row per training-set size. `ctx`: (preset, device, cache, bar)."""
+    then added to `sources_trained`) and one row per training-set size. `ctx`: (preset, device, cache, bar,
+    the TensorBoard folder of the cells or None)."""
     device = ctx[1]
     if setting.bundled:
         source, command = setting.bundled, f"bundled weights `{setting.bundled}`"
@@ -477,7 +491,8 @@ def run_transfer_study(
         "grids": [],
         "sources_trained": [],
     }
-    ctx = (preset, device, cache, bar)
+    events = work / "tensorboard" if tensorboard_installed() else None  # the cells run here, not cached ones
+    ctx = (preset, device, cache, bar, events)
     for grid in preset.grids:
         n_seeds = seeds or grid.seeds
         settings = [
@@ -503,6 +518,8 @@ def run_transfer_study(
     results["reproduced"] = reproduce_cell(results, device) if full_recipe else None  # quick: shrunk recipe
     results["machine"] = _machine()
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    if events is not None and events.is_dir():
+        print(f"TensorBoard events of the cells run now in {events}: tensorboard --logdir {events}")
     return write_report(results, out)
 
 

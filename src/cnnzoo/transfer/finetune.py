@@ -105,8 +105,10 @@ def finetune(
     save: bool = True,
     splits: Splits | None = None,
     overwrite: bool = False,
+    tensorboard_dir: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune `ft.source` on `cfg.data` with `ft.strategy`; `cfg` holds epochs, rates, batch size...
+    `tensorboard_dir`: its TensorBoard events there, also when nothing else is saved (a study's cells).
 
     The run folder follows `cnnzoo train`'s rules (`engine/runfolder.py`): an existing run is refused
     unless `overwrite`, and the folder is locked while this process writes it. A `run_dir` given is
@@ -119,12 +121,13 @@ def finetune(
             write = lambda d: atomic_write(d / "config.json", lambda tmp: Path(tmp).write_text(config))  # noqa: E731
             return held.enter_context(new_run(folder, write, overwrite=overwrite))
 
+        events = Path(tensorboard_dir) if tensorboard_dir is not None else None
         if save and run_dir is not None:
-            return _finetune(ft, cfg, open_run(Path(run_dir)), quiet, save, splits, None)
-        return _finetune(ft, cfg, run_dir, quiet, save, splits, open_run if save else None)
+            return _finetune(ft, cfg, open_run(Path(run_dir)), quiet, save, splits, None, events)
+        return _finetune(ft, cfg, run_dir, quiet, save, splits, open_run if save else None, events)
 
 
-def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
+def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None) -> TrainResult:
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
     splits = target_splits(splits, cfg, ft.samples_per_class)
     check_target_data(splits)
@@ -157,7 +160,7 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run) -> TrainResult:
     if open_run is not None:
         run_dir = open_run(run_dir)
     # TensorBoard's hyper-parameters: the training config's, and these
-    ctx = RunContext(run_dir, meta, quiet=quiet, save=save, hparams=_ft_hparams(ft))
+    ctx = RunContext(run_dir, meta, quiet=quiet, save=save, hparams=_ft_hparams(ft), tensorboard_dir=events)
     if not quiet:
         for line in src.describe():
             print(line)
@@ -217,7 +220,9 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
     """Freeze everything but the classifier, cache the backbone's features once, fit the classifier;
     logged as `fit` logs (metrics.jsonl, summary.csv, TensorBoard's per-epoch figures: no per-step ones)."""
     log = RunLog(ctx.run_dir, enabled=ctx.writes)  # before the cache: the first epoch's seconds include it
-    tb = open_tensorboard(ctx.run_dir, ctx.writes and cfg.tensorboard, purge_step=1)
+    tb = open_tensorboard(
+        ctx.run_dir, ctx.events_dir is not None and cfg.tensorboard, purge_step=1, log_dir=ctx.events_dir
+    )
     try:
         result = _fit_head(model, loaders, cfg, ctx, cache_flip, log, tb)
         if tb is not None:
