@@ -3,18 +3,13 @@
 at desktop and phone width go into the test's own folder. With two models served, the picker shows and
 sends to the model picked; the upload button sends the picture itself."""
 
-import contextlib
 import shutil
-import socket
-import threading
 import time
 
-import httpx
 import pytest
 from PIL import Image
 
 from cnnzoo.data import load_dataset
-from cnnzoo.serve import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
@@ -30,38 +25,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@contextlib.contextmanager
-def running(predictors: dict):
-    """The app serving `predictors` on uvicorn in a thread, on a free loopback port: its URL."""
-    import uvicorn
-
-    app = create_app(predictors, ServeSettings())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
-def server_url(predictor):
-    with running({"lenet5-mnist": predictor}) as url:
-        yield url
+def server_url(predictor, serving):
+    with serving({"lenet5-mnist": predictor}) as address:
+        yield f"http://{address}"
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +101,15 @@ def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, ser
     page.close()
 
 
-def test_two_models_show_the_picker_and_an_upload_goes_to_the_model_picked(browser, predictor, tmp_path):
+def test_two_models_show_the_picker_and_an_upload_goes_to_the_model_picked(
+    browser, predictor, serving, tmp_path
+):
     test = load_dataset("mnist").test
     digit = tmp_path / "seven.png"
     Image.fromarray(test.images[0, 0].numpy()).save(digit)  # the test set's first digit, a 7
     assert int(test.labels[0]) == 7
-    with running({"first": predictor, "second": predictor}) as url:
+    with serving({"first": predictor, "second": predictor}) as address:
+        url = f"http://{address}"
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
         page.set_default_timeout(60_000)
         asked = []

@@ -6,13 +6,10 @@ the metrics, and the batcher running a lone request at once."""
 
 import asyncio
 import base64
-import contextlib
 import gzip
 import io
 import json
 import re
-import socket
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -43,37 +40,9 @@ NAME = "lenet5-mnist"
 COUNT = 8  # test digits per request
 
 
-@contextlib.contextmanager
-def running(predictors: dict, settings: ServeSettings | None = None):
-    """The app on uvicorn in a thread, on a free loopback port: "127.0.0.1:PORT" (tritonclient's form)."""
-    import uvicorn
-
-    app = create_app(predictors, settings or ServeSettings())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    address = f"127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://{address}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.05)
-    try:
-        yield address
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
-def address(predictor):
-    with running({NAME: predictor}) as a:
+def address(predictor, serving):
+    with serving({NAME: predictor}) as a:
         yield a
 
 

@@ -7,13 +7,19 @@ ones; a new format is one module declaring an `ExportFormat` plus its line there
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from ...errors import CnnzooError
 
 
 class Report(Protocol):
@@ -76,3 +82,22 @@ def export_formats() -> tuple[ExportFormat, ...]:
 
 def format_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def logits_in_fresh_python(code: str, target: Path, x: Tensor, failed: str, *, timeout: int) -> Tensor:
+    """Run `code` (argv: `target`, an input file, an output file) in a Python that never imports cnnzoo
+    (`-I`, no PYTHONPATH, a scratch folder), feed it `x` and read back the logits it saves: how a format
+    proves it loads without cnnzoo. A failure is one CnnzooError, `failed` followed by the last error line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, outp = Path(tmp) / "x.pt", Path(tmp) / "y.pt"
+        torch.save(x, inp)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env.pop("PYTHONPATH", None)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", code, str(target), str(inp), str(outp)],
+            capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout,
+        )  # fmt: skip
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CnnzooError(f"{failed}: {why}")
+        return torch.load(outp, weights_only=True)

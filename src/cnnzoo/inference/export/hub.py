@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -33,7 +29,7 @@ from torch import Tensor, nn
 
 from ...errors import CnnzooError
 from ...models import model_info
-from ._format import Report
+from ._format import Report, logits_in_fresh_python
 
 __all__ = ["TIMM_MODELS", "front_matter", "hub_snippet", "timm_architecture", "timm_check", "timm_fields"]
 
@@ -169,21 +165,8 @@ def timm_check(model: nn.Module, folder: Path, x: Tensor, report: Report) -> Non
     config = json.loads((folder / "config.json").read_text())
     if config.get("architecture") not in TIMM_MODELS or importlib.util.find_spec("timm") is None:
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, outp = Path(tmp) / "x.pt", Path(tmp) / "y.pt"
-        torch.save(x, inp)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        env.pop("PYTHONPATH", None)
-        done = subprocess.run(
-            [sys.executable, "-I", "-c", _TIMM_CHECK, str(folder.absolute()), str(inp), str(outp)],
-            capture_output=True, text=True, cwd=tmp, env=env, timeout=600,
-        )  # fmt: skip
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CnnzooError(
-                f"timm check failed: timm.create_model('local-dir:...') in a fresh Python: {why}"
-            )
-        got = torch.load(outp)
+    failed = "timm check failed: timm.create_model('local-dir:...') in a fresh Python"
+    got = logits_in_fresh_python(_TIMM_CHECK, folder.absolute(), x, failed, timeout=600)
     expected = model(x)
     diff = (got - expected).abs().max().item()
     scale = max(expected.abs().max().item(), 1e-12)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,7 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import CnnzooError
-from ._format import ExportFormat, Report, register_format
+from ._format import ExportFormat, Report, logits_in_fresh_python, register_format
 
 # Runs in a fresh interpreter: TorchScript must load and run without cnnzoo (nor its source) present.
 _JIT_CHECK = """
@@ -34,19 +30,8 @@ def write(model: nn.Module, path: Path, x: torch.Tensor) -> None:
 
 
 def check(model: nn.Module, path: Path, x: torch.Tensor, report: Report) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, outp = Path(tmp) / "x.pt", Path(tmp) / "y.pt"
-        torch.save(x, inp)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        env.pop("PYTHONPATH", None)
-        done = subprocess.run(
-            [sys.executable, "-I", "-c", _JIT_CHECK, str(path), str(inp), str(outp)],
-            capture_output=True, text=True, cwd=tmp, env=env, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CnnzooError(f"TorchScript check failed: torch.jit.load in a fresh Python process: {why}")
-        got = torch.load(outp)
+    failed = "TorchScript check failed: torch.jit.load in a fresh Python process"
+    got = logits_in_fresh_python(_JIT_CHECK, path, x, failed, timeout=300)
     with torch.no_grad():
         diff = (got - model(x)).abs().max().item()
     if diff > 1e-5 * max(1.0, model(x).abs().max().item()):
