@@ -34,7 +34,7 @@ from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .runlog import RunLog, plot_curves
 from .setup import RunContext
-from .tblog import TensorBoardLog, open_tensorboard
+from .tblog import TensorBoardLog, run_events
 
 __all__ = ["fit", "TrainResult"]
 
@@ -123,12 +123,7 @@ def fit(
     start = time.perf_counter()
     history = log.records()
     # resumed: TensorBoard drops what the interrupted run logged past the checkpoint's step
-    tb = open_tensorboard(
-        ctx.run_dir,
-        ctx.events_dir is not None and cfg.tensorboard,
-        purge_step=state.step + 1,
-        log_dir=ctx.events_dir,
-    )
+    tb = run_events(ctx, cfg, purge_step=state.step + 1)
     try:
         interrupted = _run_epochs(
             step, state, loaders, cfg, ctx, log=log, tb=tb, eval_amp=eval_amp, history=history, start=start
@@ -139,17 +134,7 @@ def fit(
             plot_curves(history, ctx.run_dir)
         result = _result(ctx, state, history, start, step)
         if tb is not None:
-            hparams = {**cfg.to_dict(), **ctx.hparams}
-            tb.finish_run(
-                result.model,
-                test_loader,
-                ctx.meta,
-                hparams,
-                final_acc=result.final_acc,
-                best_acc=result.best_acc,
-                epochs=result.epochs_run,
-                predictions=ctx.save,
-            )
+            tb.finish_run(result, test_loader, ctx, cfg, epochs=result.epochs_run, predictions=ctx.save)
         return result
     finally:
         if tb is not None:

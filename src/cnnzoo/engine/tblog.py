@@ -35,7 +35,7 @@ from torch import nn
 from .._io import describe_os_error, note
 from ..errors import CnnzooError
 
-__all__ = ["TensorBoardLog", "open_tensorboard", "tensorboard_installed", "EPOCH_KEYS"]
+__all__ = ["TensorBoardLog", "open_tensorboard", "run_events", "tensorboard_installed", "EPOCH_KEYS"]
 
 EPOCH_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")
 PREDICTION_IMAGES = 16
@@ -60,6 +60,17 @@ def open_tensorboard(
     except ImportError as e:  # installed but broken (a protobuf it cannot use): the run goes on without it
         note(f"no TensorBoard events for this run: the tensorboard package does not import ({e})")
         return None
+
+
+def run_events(ctx, cfg, *, purge_step: int) -> TensorBoardLog | None:
+    """The event writer of a run (`RunContext.events_dir`: RUN/tensorboard, a study's folder, or none on
+    ranks and runs that write nothing), when `cfg.tensorboard` and the installed package allow."""
+    return open_tensorboard(
+        ctx.run_dir,
+        ctx.events_dir is not None and cfg.tensorboard,
+        purge_step=purge_step,
+        log_dir=ctx.events_dir,
+    )
 
 
 class TensorBoardLog:
@@ -112,23 +123,14 @@ class TensorBoardLog:
                 values, {f"final/{k}": v for k, v in metrics.items()}, run_name=".", global_step=step
             )
 
-    def finish_run(
-        self,
-        model: nn.Module,
-        test_loader,
-        meta: dict,
-        hparams: dict,
-        *,
-        final_acc,
-        best_acc,
-        epochs: int,
-        predictions: bool = True,
-    ) -> None:
-        """A finished run's last entries: `predictions` (unless off: a study's fits, whose metadata has no
-        classes, and which would draw a figure per fit), then `finish` with the final and best accuracy."""
+    def finish_run(self, result, test_loader, ctx, cfg, *, epochs: int, predictions: bool = True) -> None:
+        """A finished run's last entries: `predictions` of `result.model` (unless off: a study's fits, whose
+        metadata has no classes, and which would draw a figure per fit), then `finish` with the config's and
+        the context's hyper-parameters and the final and best accuracy."""
         if predictions:
-            self.predictions(model, test_loader, meta, epochs)
-        self.finish(hparams, {"test_acc": final_acc, "best_acc": best_acc}, epochs)
+            self.predictions(result.model, test_loader, ctx.meta, epochs)
+        hparams = {**cfg.to_dict(), **ctx.hparams}
+        self.finish(hparams, {"test_acc": result.final_acc, "best_acc": result.best_acc}, epochs)
 
     @torch.no_grad()
     def predictions(self, model: nn.Module, test_loader, meta: dict, step: int) -> None:

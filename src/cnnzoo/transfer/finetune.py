@@ -38,7 +38,7 @@ from ..engine.setup import (
     make_loaders,
     target_splits,
 )
-from ..engine.tblog import TensorBoardLog, open_tensorboard
+from ..engine.tblog import TensorBoardLog, run_events
 from ..errors import CnnzooError
 from ..models import create_model, model_info
 from ..runtime import autocast_dtype, resolve_device
@@ -220,21 +220,11 @@ def _head_only(model, loaders, cfg: TrainConfig, ctx: RunContext, cache_flip: bo
     """Freeze everything but the classifier, cache the backbone's features once, fit the classifier;
     logged as `fit` logs (metrics.jsonl, summary.csv, TensorBoard's per-epoch figures: no per-step ones)."""
     log = RunLog(ctx.run_dir, enabled=ctx.writes)  # before the cache: the first epoch's seconds include it
-    tb = open_tensorboard(
-        ctx.run_dir, ctx.events_dir is not None and cfg.tensorboard, purge_step=1, log_dir=ctx.events_dir
-    )
+    tb = run_events(ctx, cfg, purge_step=1)
     try:
         result = _fit_head(model, loaders, cfg, ctx, cache_flip, log, tb)
         if tb is not None:
-            tb.finish_run(
-                model,
-                loaders[1],
-                ctx.meta,
-                {**cfg.to_dict(), **ctx.hparams},
-                final_acc=result.final_acc,
-                best_acc=result.best_acc,
-                epochs=cfg.epochs,
-            )
+            tb.finish_run(result, loaders[1], ctx, cfg, epochs=cfg.epochs)
         return result
     finally:
         if tb is not None:
