@@ -170,7 +170,9 @@ def cmd_train(args) -> int:
             )
         else:
             cfg = default_config(args.model, args.data or "mnist", **overrides)
-        result = train(cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite)
+        # the recipe's epochs, batch, rate and augmentation not given here are scaled to the data
+        given = None if args.config else {k for k, v in overrides.items() if v is not None}
+        result = train(cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, given=given)
     if result.interrupted:
         return 130
     if result.already_finished:

@@ -7,7 +7,8 @@
     result.run_dir                     # None: nothing was written; with out="runs/x", that run folder
 
 Every `TrainConfig` field is a keyword (`epochs`, `lr`, `augment`, `precision`, `tensorboard`...); those not
-given are the recipe for (model, data), exactly as `cnnzoo train MODEL --data DATA` resolves them.
+given are the recipe for (model, data), exactly as `cnnzoo train MODEL --data DATA` resolves them: on
+small data its epochs, batch size, rate and augmentation scaled to the training images (`config.scale_to_data`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def train(
     `out=None` writes nothing to disk: the model comes back in the result, nothing else is kept. A folder
     makes it a run as `cnnzoo train --out` makes one (checkpoints, metrics, summary.csv, TensorBoard
     events), refused if it holds a run unless `overwrite`. `quiet` silences the per-epoch lines."""
-    cfg = default_config(model, data, **config_overrides(overrides, "cnnzoo.train"))
-    return _train(cfg, run_dir=out, quiet=quiet, overwrite=overwrite, save=out is not None)
+    given = config_overrides(overrides, "cnnzoo.train")
+    cfg = default_config(model, data, **given)
+    return _train(cfg, run_dir=out, quiet=quiet, overwrite=overwrite, save=out is not None, given=set(given))
 
 
 def config_overrides(options: dict, caller: str) -> dict:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from ..errors import CnnzooError
 from ..models import count_params, create_model
 from ..runtime import resolve_device
-from .config import TrainConfig
+from .config import TrainConfig, describe_recipe, scale_to_data
 from .distributed import cleanup_distributed, setup_distributed
 from .loop import TrainResult, fit
 from .resume import ResumePlan, plan_resume, resume_run_dir, write_config
@@ -47,6 +48,7 @@ def train(
     overwrite: bool = False,
     changes: dict | None = None,
     save: bool = True,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train `cfg.model` on `cfg.data` from scratch into `run_dir`, or continue the run `resume`.
 
@@ -54,6 +56,11 @@ def train(
     the folder is locked while this process writes it; `resume` keeps the recorded configuration, with
     `changes` (the options given with --resume) applied where a resumed run may change them and refused
     elsewhere. `save=False`: nothing is written anywhere (no run folder; the result's `run_dir` is None).
+
+    `given`: the fields of `cfg` the user chose (flags, keywords); the recipe's epochs, batch size, rate and
+    augmentation not among them are scaled to the training images once they are loaded
+    (`config.scale_to_data`), and config.json records the result. None (a recorded configuration, a
+    resumed run): `cfg` is trained as it is.
     """
     if not save and (run_dir is not None or resume is not None):
         raise CnnzooError(
@@ -78,7 +85,20 @@ def train(
                 run_dir = held.enter_context(
                     new_run(run_dir, lambda d: write_config(d, cfg), overwrite=overwrite)
                 )
-        return _train(cfg, Path(run_dir), start_from, quiet, save)
+        return _train(cfg, Path(run_dir), start_from, quiet, save, given)
+
+
+def _fit_recipe(
+    cfg: TrainConfig, train_size: int, given: Collection[str] | None, run_dir: Path, writes: bool
+) -> tuple[TrainConfig, str]:
+    """The recipe scaled to `train_size` images where `given` leaves it free (recorded in config.json
+    when it changed), and the line that says what it is and where its values came from."""
+    if given is None:  # a recorded configuration: as it is
+        return cfg, describe_recipe(cfg, train_size, {}, None)
+    cfg, changed = scale_to_data(cfg, train_size, frozenset(given))
+    if changed and writes:
+        write_config(run_dir, cfg)
+    return cfg, describe_recipe(cfg, train_size, changed, frozenset(given))
 
 
 def _finished_result(plan: ResumePlan) -> TrainResult:
@@ -93,7 +113,12 @@ def _finished_result(plan: ResumePlan) -> TrainResult:
 
 
 def _train(
-    cfg: TrainConfig, run_dir: Path, start_from: Path | None, quiet: bool, save: bool = True
+    cfg: TrainConfig,
+    run_dir: Path,
+    start_from: Path | None,
+    quiet: bool,
+    save: bool = True,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Build the model and loaders of `cfg` on its device (joining torchrun's process group), then fit."""
     device = resolve_device(cfg.device)
@@ -103,6 +128,9 @@ def _train(
     try:
         splits = load_splits(cfg)
         info = splits.info
+        cfg, recipe = _fit_recipe(cfg, len(splits.train), given, run_dir, save and dist_env.is_main)
+        if not quiet and dist_env.is_main:
+            print(recipe)
         image_size = resolve_image_size(cfg, info, quiet or not dist_env.is_main)
         check_memory(cfg, splits, image_size, device)
         torch.manual_seed(cfg.seed)
