@@ -266,8 +266,10 @@ def cmd_export(args) -> int:
 # --- transfer learning ------------------------------------------------------------------------
 
 
-def cmd_finetune(args) -> int:
-    from .transfer.finetune import FinetuneConfig, finetune
+def _finetune_plan(args, model: str | None):
+    """(ft, cfg, splits) of `cnnzoo finetune`'s flags (and `lr-find --from`'s): the recipe the transfer
+    study measured for this strategy and this many images, flags overriding it."""
+    from .transfer.finetune import FinetuneConfig
     from .transfer.freeze import parse_lr
     from .transfer.recipe import finetune_plan
 
@@ -277,7 +279,7 @@ def cmd_finetune(args) -> int:
     ft = FinetuneConfig(
         source=args.source,
         strategy=args.strategy,
-        model=args.model,
+        model=model,
         lr_range=lr if isinstance(lr, tuple) else None,
         layer_decay=args.layer_decay,
         head_epochs=args.head_epochs,
@@ -285,13 +287,55 @@ def cmd_finetune(args) -> int:
         cache_flip=args.cache_flip,
         samples_per_class=args.samples_per_class or 0,
     )
-    # the recipe the transfer study measured, for this strategy and this many images; flags override it
-    ft, cfg, splits = finetune_plan(ft, args.data, **overrides)
+    return finetune_plan(ft, args.data, **overrides)
+
+
+def cmd_finetune(args) -> int:
+    from .transfer.finetune import finetune
+
+    ft, cfg, splits = _finetune_plan(args, args.model)
     result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, splits=splits)
     print(
         f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
     )
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from ._io import output_file
+
+    png = output_file(args.out, "--out")
+    sweep = dict(png=png, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    if args.source:
+        from .transfer.lr_find import finetune_lr_find
+
+        ft, cfg, splits = _finetune_plan(args, args.model)
+        result = finetune_lr_find(ft, cfg, splits=splits, **sweep)
+        use = f"cnnzoo finetune --from {args.source} --data {args.data} --strategy {args.strategy}"
+        if ft.lr_range:
+            ratio = ft.lr_range[0] / ft.lr_range[1]
+            use += f" --lr {result.suggestion * ratio:.3g}:{result.suggestion:.3g}"
+        else:
+            use += f" --lr {result.suggestion:.3g}"
+    else:
+        from .engine.config import default_config
+        from .engine.lr_find import lr_find_model
+
+        if not args.model:
+            raise CnnzooError(
+                "name a model (cnnzoo lr-find lenet5 --data D) or a source to fine-tune (--from SRC)"
+            )
+        overrides = train_overrides(args)
+        given = {k for k, v in overrides.items() if v is not None}
+        cfg = default_config(args.model, args.data, **overrides)
+        result, cfg = lr_find_model(cfg, given=given, quiet=args.quiet, **sweep)
+        use = f"cnnzoo train {args.model} --data {args.data} --lr {result.suggestion:.3g}"
+        extra = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("batch_size",) if k in given]
+        use += "".join(f" {e}" for e in extra)
+    print(result.describe())
+    print(f"plot: {png}")
+    print(f"to train with it: {use}")
     return 0
 
 
@@ -504,6 +548,38 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     add_train_options(p, lr_range=True)
 
 
+def _add_lr_find_arguments(p: argparse.ArgumentParser) -> None:
+    from .engine.lr_find import END_LR, START_LR, STEPS
+
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="a model to train from scratch (with --from: the architecture of bare weights)",
+    )
+    p.add_argument("--data", required=True, help="dataset name or folder:PATH")
+    p.add_argument(
+        "--from", dest="source", help="sweep a fine-tuning plan of this source instead (as finetune)"
+    )
+    p.add_argument("--strategy", default="head", help="with --from: head, last:N, full, gradual or scratch")
+    p.add_argument("--layer-decay", type=float, help="with --from: full/last:N's per-group rate ratio")
+    p.add_argument("--train-bn", action="store_true", help="with --from: frozen BatchNorm layers adapt")
+    p.add_argument("--samples-per-class", type=positive_int, help="train on at most N images per class")
+    p.add_argument("--out", default="lr_find.png", help="the plot (default ./lr_find.png)")
+    p.add_argument(
+        "--start-lr", type=float, default=START_LR, help=f"the sweep's first rate (default {START_LR:g})"
+    )
+    p.add_argument("--end-lr", type=float, default=END_LR, help=f"its last rate (default {END_LR:g})")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=STEPS,
+        help=f"its steps (default {STEPS}; fewer if the loss diverges)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    p.set_defaults(head_epochs=None, cache_flip=False)
+    add_train_options(p, lr_range=True)
+
+
 def _add_advise_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", required=True, help="the pretrained source (as for finetune)")
     p.add_argument("--data", required=True, help="the target dataset name or folder:PATH")
@@ -605,9 +681,9 @@ class Command:
     help: str
 
     def declare(self, p: argparse.ArgumentParser) -> None:
-        module = globals()
-        module[f"_add_{self.name}_arguments"](p)
-        p.set_defaults(func=module[f"cmd_{self.name}"])
+        module, name = globals(), self.name.replace("-", "_")  # lr-find: _add_lr_find_arguments
+        module[f"_add_{name}_arguments"](p)
+        p.set_defaults(func=module[f"cmd_{name}"])
 
 
 # in the order `cnnzoo --help` lists them
@@ -620,6 +696,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("predict", "top-k classes of image files"),
     Command("export", "write ONNX, TorchScript and safetensors files with a model card, parity checked"),
     Command("finetune", "fine-tune a pretrained model on a dataset (transfer learning)"),
+    Command("lr-find", "learning-rate range test: loss against an exponentially growing rate, a suggestion"),
     Command("advise", "recommend how far back to fine-tune, from measured data size and similarity"),
     Command("study", "reproducible studies of the classic claims; each writes reports/NAME/"),
     Command("explain", "see inside a model: feature maps, first-layer filters, Grad-CAM, saliency (PNGs)"),

@@ -52,6 +52,7 @@ __all__ = [
     "finetune",
     "check_target_data",
     "source_loaders",
+    "source_model",
     "target_splits",
     "STRATEGIES",
 ]
@@ -138,18 +139,8 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None) -> T
             "mirrored copies usually lower accuracy here",
             stacklevel=2,
         )
-    torch.manual_seed(cfg.seed)
-    src = load_source(ft.source, num_classes=info.num_classes, in_chans=info.channels, model_name=ft.model)
-    model, prep = src.model, src.meta
-    if ft.strategy == "scratch":  # same architecture and preprocessing, random weights
-        model = create_model(
-            src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
-        )
-    # A bad strategy (last:N beyond the groups) or rate fails here, before training starts.
-    strategy_groups(model, ft.strategy)
-    param_groups(
-        model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
-    )
+    src, model = source_model(ft, cfg, info)
+    prep = src.meta
     device = resolve_device(cfg.device)
     image_size, loaders = source_loaders(splits, src, cfg, device)
     meta = checkpoint_meta(
@@ -177,6 +168,24 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None) -> T
     freeze(model, spec, train_bn=ft.train_bn)
     groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
     return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+
+
+def source_model(ft: FinetuneConfig, cfg: TrainConfig, info):
+    """(source, model): the source's network with a head for `info`'s classes (for `scratch`, the same
+    architecture with random weights, seeded by `cfg.seed`). A bad strategy (last:N beyond the groups) or
+    rate fails here, before any training."""
+    torch.manual_seed(cfg.seed)
+    src = load_source(ft.source, num_classes=info.num_classes, in_chans=info.channels, model_name=ft.model)
+    model = src.model
+    if ft.strategy == "scratch":  # same architecture and preprocessing, random weights
+        model = create_model(
+            src.model_name, num_classes=info.num_classes, in_chans=info.channels, **src.model_kwargs
+        )
+    strategy_groups(model, ft.strategy)
+    param_groups(
+        model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
+    )
+    return src, model
 
 
 def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float, float]:
