@@ -90,7 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.test_per_class < args.per_class:
         parser.error("--test-per-class must be between 1 and --per-class - 1")
-    counts = make_folder(args.out, per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed)
+    counts = make_folder(
+        args.out, per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed
+    )
     total = sum(counts.values())
     shown = ", ".join(f"{n} {fmt}" for fmt, n in counts.items())
     print(f"wrote {total} images to {args.out} ({shown})")

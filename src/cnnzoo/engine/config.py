@@ -278,7 +278,7 @@ def describe_recipe(
     trained as it was given, a recorded one or a Python caller's)."""
     spe = _steps_per_epoch(max(1, train_size), cfg.batch_size)
     line = (
-        f"recipe for {train_size:,} training images: {cfg.epochs} epochs x {spe} steps of batch "
+        f"recipe for {train_size:,} training images: {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} x {spe} steps of batch "
         f"{cfg.batch_size} = {cfg.epochs * spe:,} steps, {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), "
         f"augment {cfg.augment}"
     )
