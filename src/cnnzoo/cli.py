@@ -326,13 +326,19 @@ def cmd_lr_find(args) -> int:
             raise CnnzooError(
                 "name a model (cnnzoo lr-find lenet5 --data D) or a source to fine-tune (--from SRC)"
             )
+        if args.lr is not None:
+            raise CnnzooError(
+                "--lr sets a fine-tuning plan's rates (with --from); the sweep chooses the rate here"
+            )
         overrides = train_overrides(args)
         given = {k for k, v in overrides.items() if v is not None}
         cfg = default_config(args.model, args.data, **overrides)
         result, cfg = lr_find_model(cfg, given=given, quiet=args.quiet, **sweep)
         use = f"cnnzoo train {args.model} --data {args.data} --lr {result.suggestion:.3g}"
-        extra = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("batch_size",) if k in given]
-        use += "".join(f" {e}" for e in extra)
+        # the recipe the sweep ran with: the same flags give train the same batch and augmentation
+        for name in ("epochs", "batch_size", "augment", "optimizer", "train_subset"):
+            if name in given:
+                use += f" --{name.replace('_', '-')} {getattr(cfg, name)}"
     print(result.describe())
     print(f"plot: {png}")
     print(f"to train with it: {use}")

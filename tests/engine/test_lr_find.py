@@ -94,7 +94,9 @@ def test_lr_find_command(tmp_path, capsys):
     suggestion = next(line for line in out if line.startswith("suggested learning rate"))
     rate = float(suggestion.split()[3])
     assert 1e-6 <= rate <= 10 and "steepest descent" in suggestion
-    assert f"cnnzoo train lenet5 --data mnist --lr {rate:.3g}" in out[-1]
+    assert out[-1].endswith(f"cnnzoo train lenet5 --data mnist --lr {rate:.3g} --train-subset 640")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["lr-find", "--data", "mnist"]) == 2
     assert "name a model" in capsys.readouterr().err
+    assert main(["lr-find", "lenet5", "--data", "mnist", "--lr", "0.1"]) == 2
+    assert "the sweep chooses the rate" in capsys.readouterr().err
