@@ -26,7 +26,7 @@ from ..artifacts.checkpoint import load_training_state, read_meta
 from ..artifacts.checkpoint import save_checkpoint as _save
 from ..errors import CnnzooError
 from ..models._weights import load_state_dict_checked
-from ..runtime import autocast_dtype, precision_name
+from ..runtime import ThreadTuner, autocast_dtype, precision_name, thread_tuner
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum
 from .evaluate import evaluate_model
@@ -72,6 +72,7 @@ class _Step:
     ema: ModelEma | None
     scaler: torch.amp.GradScaler | None  # float16 only
     amp: torch.dtype | None  # the training autocast dtype; None: float32
+    threads: ThreadTuner | None = None  # CPU: picks the thread count from the steps' times (runtime.py)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -196,7 +197,7 @@ def _prepare(
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     amp = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp)
+    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp, thread_tuner(device, "train"))
     state = _Progress()
     if resume is not None:
         state = _restore(step, Path(resume), device)
@@ -319,6 +320,8 @@ def _train_epoch(
     )
     if tb is not None:
         tb.new_epoch()
+    if step.threads is not None:
+        step.threads.begin()
     for i, (x, y) in enumerate(loader):
         if i < skip:  # resuming mid-epoch: the permutation is the same, skip what was already seen
             continue
@@ -328,6 +331,8 @@ def _train_epoch(
         lr = step.optimizer.param_groups[-1]["lr"]  # this step's rate (a float), before the schedule moves on
         _update(step, loss, cfg.grad_clip, state.step + 1)
         state.batch, state.step = i + 1, state.step + 1
+        if step.threads is not None:
+            step.threads.tick(len(y))
         logits = out[0] if isinstance(out, tuple) else out
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
