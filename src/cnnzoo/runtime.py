@@ -22,6 +22,7 @@ __all__ = [
     "precision_name",
     "available_memory",
     "format_bytes",
+    "format_duration",
     "ThreadTuner",
     "thread_tuner",
 ]
@@ -101,6 +102,19 @@ def format_bytes(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """A time a person reads at a glance: 8.2 s, 45 s, 3 min 10 s, 1 h 05 min."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 # --- threads --------------------------------------------------------------------------------------------
