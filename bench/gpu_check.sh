@@ -3,7 +3,7 @@
 # LeNet-5 and ResNet-20 trained with bf16/fp16 autocast, channels_last and torch.compile, DDP over the
 # GPUs present (torchrun), then images/s and time to 99% per run.
 #
-#   bash bench/gpu_check.sh              # from the repository root; PYTHON=... to pick the interpreter
+#   bash bench/gpu_check.sh              # .venv/bin/python when there is one; PYTHON=... to pick another
 #   GPU_CHECK_CPU=1 bash bench/gpu_check.sh   # dry run of the same steps on the CPU, tiny (tests the script)
 #
 # Without a CUDA GPU (or without PyTorch) it says so and exits 0. Each step has its own time limit, and
@@ -12,7 +12,8 @@
 
 set -u
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# the project's environment where `make setup` made one (the system python3 lacks cnnzoo and its packages)
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 export PYTHONUNBUFFERED=1
 DRY=${GPU_CHECK_CPU:-0}
 OUT=${GPU_CHECK_OUT:-$(mktemp -d /tmp/cnnzoo-gpu-check.XXXXXX)}

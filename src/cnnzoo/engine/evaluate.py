@@ -18,7 +18,7 @@ from .._io import atomic_write, note
 from ..artifacts.source import Opened, open_source
 from ..data import load_dataset
 from ..errors import CnnzooError
-from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device
+from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device, thread_tuner
 from .setup import make_loaders
 
 __all__ = [
@@ -49,6 +49,9 @@ def evaluate_model(
     device = next(model.parameters()).device
     confusion = None
     loss_sum, top5, n = 0.0, 0, 0
+    threads = thread_tuner(device, "eval")
+    if threads is not None:
+        threads.begin()
     for x, y in loader:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = model(x).float()
@@ -63,6 +66,8 @@ def evaluate_model(
         if k >= 5:
             top5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
         n += len(y)
+        if threads is not None:
+            threads.tick(len(y))
     model.train(was_training)
     if n == 0:
         raise CnnzooError("nothing to evaluate: the test split is empty")

@@ -26,7 +26,7 @@ from ..artifacts.checkpoint import load_training_state, read_meta
 from ..artifacts.checkpoint import save_checkpoint as _save
 from ..errors import CnnzooError
 from ..models._weights import load_state_dict_checked
-from ..runtime import autocast_dtype, precision_name
+from ..runtime import ThreadTuner, autocast_dtype, format_duration, precision_name, thread_tuner
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum
 from .evaluate import evaluate_model
@@ -37,6 +37,8 @@ from .setup import RunContext
 from .tblog import TensorBoardLog, run_events
 
 __all__ = ["fit", "TrainResult"]
+
+HEARTBEAT_SECONDS = 10.0  # where no progress bar is drawn (a log), a progress line this often
 
 
 @dataclass
@@ -72,6 +74,7 @@ class _Step:
     ema: ModelEma | None
     scaler: torch.amp.GradScaler | None  # float16 only
     amp: torch.dtype | None  # the training autocast dtype; None: float32
+    threads: ThreadTuner | None = None  # CPU: picks the thread count from the steps' times (runtime.py)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -164,6 +167,7 @@ def _run_epochs(
         )
     try:
         while state.epoch < cfg.epochs:
+            epoch_start = time.perf_counter()
             train_stats = _train_epoch(step, train_loader, cfg, ctx, state, saver, tb)
             state.epoch, state.batch = state.epoch + 1, 0
             record = _epoch_record(step, test_loader, cfg, state, train_stats, eval_amp)
@@ -172,7 +176,7 @@ def _run_epochs(
             log.write(record)
             if tb is not None:
                 tb.epoch(record)
-            _end_epoch(step, cfg, ctx, state, record, saver)
+            _end_epoch(step, cfg, ctx, state, record, saver, time.perf_counter() - epoch_start)
     except KeyboardInterrupt:
         if ctx.writes:
             _save_all(ctx, step, state, {"interrupted": True}, best=False)
@@ -196,7 +200,7 @@ def _prepare(
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     amp = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp)
+    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp, thread_tuner(device, "train"))
     state = _Progress()
     if resume is not None:
         state = _restore(step, Path(resume), device)
@@ -225,9 +229,12 @@ def _epoch_record(
     return record
 
 
-def _end_epoch(step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress, record: dict, saver) -> None:
+def _end_epoch(
+    step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress, record: dict, saver, seconds: float
+) -> None:
     """Save `last` (and `best`) and restart the mid-epoch clock where the run saves; print the epoch's line
-    unless quiet (a run that saves nothing, `cnnzoo.train(out=None)`, prints it too)."""
+    unless quiet (a run that saves nothing, `cnnzoo.train(out=None)`, prints it too): the epoch's own
+    `seconds` (training and evaluation), the run's so far, and the time left at that pace."""
     if ctx.writes:
         is_best = record.get("test_acc") is not None and state.best_acc == record["test_acc"]
         _save_all(ctx, step, state, record, best=is_best)
@@ -239,9 +246,11 @@ def _end_epoch(step: _Step, cfg: TrainConfig, ctx: RunContext, state: _Progress,
             if "test_acc" in record
             else ""
         )
+        left = (cfg.epochs - state.epoch) * seconds
         tqdm.write(
             f"epoch {state.epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
-            f"acc {record['train_acc']:.2f}%  {tested}  ({record['time']:.1f} s)"
+            f"acc {record['train_acc']:.2f}%  {tested}  ({seconds:.1f} s this epoch, {record['time']:.1f} s "
+            f"in all{f', ~{format_duration(left)} left' if left > 0 else ''})"
         )
 
 
@@ -319,6 +328,13 @@ def _train_epoch(
     )
     if tb is not None:
         tb.new_epoch()
+    # outside a terminal (a log file, a scheduler's output) the bar is off: a line every 10 s instead
+    quiet = ctx.quiet or not ctx.dist_env.is_main
+    heartbeat = (
+        _Heartbeat(HEARTBEAT_SECONDS, cfg.epochs - state.epoch - 1) if bar.disable and not quiet else None
+    )
+    if step.threads is not None:
+        step.threads.begin()
     for i, (x, y) in enumerate(loader):
         if i < skip:  # resuming mid-epoch: the permutation is the same, skip what was already seen
             continue
@@ -328,13 +344,18 @@ def _train_epoch(
         lr = step.optimizer.param_groups[-1]["lr"]  # this step's rate (a float), before the schedule moves on
         _update(step, loss, cfg.grad_clip, state.step + 1)
         state.batch, state.step = i + 1, state.step + 1
+        if step.threads is not None:
+            step.threads.tick(len(y))
         logits = out[0] if isinstance(out, tuple) else out
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if i % 20 == 0 or i + 1 == len(loader):  # the only host syncs of the loop
+        beat = heartbeat is not None and heartbeat.due()
+        if i % 20 == 0 or i + 1 == len(loader) or beat:  # the only host syncs of the loop
             _check_finite(first_bad, state, len(loader))
-            running_loss = _show(bar, loss_sum, correct, seen, start)
+            running_loss, figures = _show(bar, loss_sum, correct, seen, start)
+            if beat:
+                heartbeat.write(f"epoch {state.epoch + 1}/{cfg.epochs}", i + 1, skip, len(loader), figures)
             if tb is not None:
                 tb.steps(state.step, running_loss, seen, lr)
             if checkpoint is not None and i + 1 < len(loader):  # the epoch's end saves anyway
@@ -371,17 +392,42 @@ def _update(step: _Step, loss: torch.Tensor, grad_clip: float, step_number: int)
         step.ema.update(step.model, step=step_number)
 
 
-def _show(bar, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> float:
-    """The progress bar's running figures (reading the sums is a host sync); the loss sum read."""
+class _Heartbeat:
+    """A progress line every `seconds` where no bar is drawn: the epoch's share done, the running figures
+    and the time left at this epoch's pace (for the epochs after it too)."""
+
+    def __init__(self, seconds: float, epochs_after: int):
+        self.seconds, self.epochs_after = seconds, epochs_after
+        self.start = self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.seconds
+
+    def write(self, desc: str, batch: int, skipped: int, batches: int, figures: dict) -> None:
+        """`batch` of `batches` done, the first `skipped` of them before this process (a resumed epoch)."""
+        self.last = time.monotonic()
+        per_batch = (self.last - self.start) / max(1, batch - skipped)
+        left = per_batch * ((batches - batch) + self.epochs_after * batches)
+        shown = "  ".join(f"{k} {v}" for k, v in figures.items())
+        print(
+            f"{desc}: {100 * batch / batches:.0f}% ({batch}/{batches} batches)  {shown}  "
+            f"~{format_duration(left)} left",
+            flush=True,
+        )
+
+
+def _show(bar, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> tuple[float, dict]:
+    """The progress bar's running figures (reading the sums is a host sync): the loss sum read, and the
+    figures as shown."""
     rate = seen / max(1e-9, time.perf_counter() - start)
     total = loss_sum.item()
-    bar.set_postfix(
-        loss=f"{total / seen:.4f}",
-        acc=f"{100 * correct.item() / seen:.2f}%",
-        img_s=f"{rate:,.0f}",
-        refresh=False,
-    )
-    return total
+    figures = {
+        "loss": f"{total / seen:.4f}",
+        "acc": f"{100 * correct.item() / seen:.2f}%",
+        "img/s": f"{rate:,.0f}",
+    }
+    bar.set_postfix(figures, refresh=False)
+    return total, figures
 
 
 def _epoch_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> dict:

@@ -27,7 +27,7 @@ from ..artifacts.source import open_source
 from ..data.image import decode_image
 from ..data.normalize import Normalize
 from ..errors import CnnzooError
-from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device
+from ..runtime import EVAL_BATCH, autocast_dtype, resolve_device, thread_tuner
 from .framing import UNCHANGED, Framing, frame_image, framing_for, turned, unchanged_if_framed
 
 __all__ = ["Predictor", "load"]
@@ -62,6 +62,7 @@ class Predictor:
         if meta.get("channels_last"):
             self.model.to(memory_format=torch.channels_last)
         self._channels_last = bool(meta.get("channels_last"))
+        self.threads = thread_tuner(self.device, "predict")  # None: the count is fixed (or not the CPU)
         # MNIST-like training data: frame a person's picture as that data was framed (one channel only)
         self.framing: Framing | None = (
             framing_for(meta.get("dataset")) if fit and self.channels == 1 else None
@@ -145,9 +146,13 @@ class Predictor:
     def logits(self, x: Tensor) -> Tensor:
         """Logits (B, classes) of a preprocessed batch, `EVAL_BATCH` images at a time, as float32."""
         out = []
+        if self.threads is not None:
+            self.threads.begin()
         for start in range(0, len(x), EVAL_BATCH):
             with torch.autocast(self.device.type, dtype=self._amp, enabled=self._amp is not None):
                 out.append(self.model(x[start : start + EVAL_BATCH]).float())
+            if self.threads is not None:
+                self.threads.tick(len(out[-1]))
         return torch.cat(out)
 
     def logits_of_uint8(self, batch: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 from ..errors import CnnzooError
 from ..inference import load
 from ..models._pretrained import pretrained_entry
+from ..runtime import thread_tuner
 from .app import ServeSettings, create_app
 from .served import NAME_PATTERN, model_name
 
@@ -101,6 +102,10 @@ def serve(
     if not 0 <= port <= 65535:
         raise CnnzooError(f"port must be 0..65535, got {port}")
     torch.set_num_threads(threads or default_threads())
+    for predictor in models.values():  # --threads fixes the count; otherwise it is tuned up to the default
+        predictor.threads = (
+            None if threads else thread_tuner(predictor.device, "serve", max_threads=default_threads())
+        )
     app = create_app(models, settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -44,6 +44,7 @@ from ..engine.tblog import tensorboard_installed
 from ..errors import CnnzooError
 from ..runtime import EVAL_BATCH, resolve_device
 from ..summary.trace import WHOLE_INPUT, Field, OpTracer
+from ._progress import StudyProgress
 
 __all__ = [
     "StudyRun",
@@ -249,9 +250,21 @@ class StudyEvents:
         return self.root / label, label
 
 
-# the events of the study being measured (set by `study_runner` around `measure`, read by `fit_quiet`): the
-# studies' helpers that fit networks need not carry it through every signature
+# the events and progress of the study being measured (set by `study_runner` around `measure`, read by
+# `fit_quiet`): the studies' helpers that fit networks need not carry them through every signature
 _EVENTS: ContextVar[StudyEvents | None] = ContextVar("study_events", default=None)
+_PROGRESS: ContextVar[StudyProgress | None] = ContextVar("study_progress", default=None)
+
+
+def _progress_after(name: str, out: Path, preset: str) -> StudyProgress:
+    """Progress for a run into `out`, estimated from the last run of `preset` there (its results.json)."""
+    try:
+        last = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        last = {}
+    if not isinstance(last, dict) or last.get("preset") != preset:
+        last = {}
+    return StudyProgress(name, expected_fits=last.get("fits"), expected_seconds=last.get("seconds"))
 
 
 def study_runner(
@@ -282,10 +295,16 @@ def study_runner(
         log_dir = Path(log_dir) if log_dir is not None else study_log_dir(name, out, default_out)
         events = StudyEvents(log_dir / "tensorboard", {"study": name, "preset": run.results["preset"]})
         token = _EVENTS.set(events if tensorboard_installed() else None)
+        progress = _progress_after(name, out, run.results["preset"])
+        progress_token = _PROGRESS.set(progress)
         try:
-            measure(run, out, device)
+            with progress:
+                measure(run, out, device)
         finally:
             _EVENTS.reset(token)
+            _PROGRESS.reset(progress_token)
+        if progress.fit_seconds:
+            run.results["fits"] = len(progress.fit_seconds)  # the next run's estimate of the time left
         path = run.finish(out, write_report)
         if events.labels:
             n, root = len(events.labels), events.root
@@ -348,7 +367,12 @@ def fit_quiet(
     if events is not None and cfg.tensorboard:
         ctx.tensorboard_dir, label = events.folder(label or f"{cfg.model}-seed{cfg.seed}")
         ctx.hparams = {**events.hparams, "label": label}
+    progress = _PROGRESS.get()
+    if progress is not None:
+        progress.fit_started(label or f"{cfg.model}-seed{cfg.seed}")
     result = fit(model, loaders, cfg, ctx, device=device)
+    if progress is not None:
+        progress.fit_done()
     if ctx.tensorboard_dir is not None and ctx.tensorboard_dir.is_dir():  # the package imported
         events.labels.append(label)
     final = result.history[-1].get("test_acc", 0.0)
