@@ -22,9 +22,12 @@ from ..models._pretrained import pretrained_entry
 from .app import ServeSettings, create_app
 from .served import NAME_PATTERN, model_name
 
-__all__ = ["serve", "load_models", "DEFAULT_SOURCE"]
+__all__ = ["serve", "load_models", "uvicorn_config", "DEFAULT_SOURCE"]
 
 GRACE_S = 30  # the longest a shutdown waits for requests in flight
+# An idle keep-alive connection is closed after this long (uvicorn's default, said here): idle ones cost
+# the event loop nothing meanwhile (200 of them leave /healthz answering in milliseconds: tests/serve).
+KEEP_ALIVE_S = 5
 DEFAULT_SOURCE = "lenet5:mnist"  # the bundled LeNet-5 trained on MNIST
 
 
@@ -117,16 +120,23 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"cnnzoo serve: http://{shown}:{bound_port}/ ({', '.join(models)}); Ctrl-C to stop", flush=True)
-    config = uvicorn.Config(
+    server = _server_class(uvicorn)(uvicorn_config(app))
+    server.run(sockets=[sock])
+    return server.stopped_by
+
+
+def uvicorn_config(app):
+    """uvicorn's settings for `app`, the ones `cnnzoo serve` runs with (the tests' server too)."""
+    import uvicorn
+
+    return uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,  # ours is structured, one JSON line per request
         timeout_graceful_shutdown=GRACE_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
         lifespan="on",
     )
-    server = _server_class(uvicorn)(config)
-    server.run(sockets=[sock])
-    return server.stopped_by
 
 
 def _server_class(uvicorn):
