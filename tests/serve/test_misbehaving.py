@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnzoo.serve import ServeSettings
+from cnnzoo.serve import ServeSettings, run
 from cnnzoo.serve.run import KEEP_ALIVE_S
 
 NAME = "lenet5-mnist"
@@ -195,6 +195,27 @@ def test_200_idle_keep_alive_connections_leave_healthz_answering(address):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_connection_that_never_sends_a_whole_head_is_closed(address, monkeypatch):
+    """uvicorn closes an idle connection only after answering on it: one that sends nothing, or half a
+    head, byte by byte, is closed by the head timeout (HEAD_TIMEOUT_S, 10 s; 1 s here)."""
+    monkeypatch.setattr(run, "HEAD_TIMEOUT_S", 1.0)
+    silent, trickle = connect(address), connect(address)
+    started = time.monotonic()
+    for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: test\r\n", b"X-Slow: 1\r\n"):
+        trickle.sendall(piece)  # a slow head: data arriving does not put the deadline off
+        time.sleep(0.4)
+    working = connect(address)
+    working.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert read_response(working)[0] == 200  # a whole head in time: answered
+    for sock in (silent, trickle):
+        sock.settimeout(10)
+        assert sock.recv(1) == b""  # closed
+        sock.close()
+    assert time.monotonic() - started < 5
+    assert healthz_ms(address) < 2000
+    working.close()
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
