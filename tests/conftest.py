@@ -20,14 +20,17 @@ os.environ.setdefault("CNNZOO_THREADS", str(os.cpu_count() or 1))
 
 @contextlib.contextmanager
 def _serving(predictors: dict, settings: ServeSettings | None = None):
-    """The app on uvicorn in a thread, on a free loopback port: "127.0.0.1:PORT" (tritonclient's form)."""
+    """The app on uvicorn in a thread, on a free loopback port: "127.0.0.1:PORT" (tritonclient's form).
+    uvicorn as `cnnzoo serve` configures it; the signals stay the test runner's (a thread has none)."""
     import uvicorn
+
+    from cnnzoo.serve.run import uvicorn_config
 
     app = create_app(predictors, settings or ServeSettings())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app))  # `cnnzoo serve`'s own settings
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ from cnnzoo.data import load_dataset
 from cnnzoo.errors import CnnzooError
 from cnnzoo.explain import (
     METHODS,
+    dense_activations,
     feature_layers,
     feature_maps,
     first_layer_filters,
@@ -48,6 +49,31 @@ def test_feature_maps_are_every_conv_and_pool_output_in_forward_order(predictor,
         (3, 16, 5, 5),
     ]
     assert predictor.model.training is False
+
+
+def test_dense_activations_are_what_each_fully_connected_layer_hands_on(predictor, digits):
+    x = predictor.preprocess(digits[:3])
+    model = predictor.model
+    acts = dense_activations(model, x)
+    assert [(a.name, a.values.shape) for a in acts] == [
+        ("classifier.0", (3, 120)),
+        ("classifier.2", (3, 84)),
+        ("classifier.4", (3, 10)),
+    ]
+    with torch.inference_mode():  # by hand: through the layers, the ReLU after each hidden one
+        h = torch.flatten(model.forward_features(x), 1)
+        c5 = torch.relu(model.classifier[0](h))
+        f6 = torch.relu(model.classifier[2](c5))
+        expected = [c5, f6, model(x)]
+    for a, e in zip(acts, expected, strict=True):
+        np.testing.assert_allclose(a.values, e.numpy(), atol=1e-5)
+    # LeNet-5 of 1998: F6 (84, after its scaled tanh) and the RBF output (its classifier, not a Linear)
+    paper = cnnzoo.create_model("lenet5_1998", num_classes=10, in_chans=1).eval()
+    acts = dense_activations(paper, x)
+    assert [(a.name, a.values.shape) for a in acts] == [("f6.0", (3, 84)), ("output", (3, 10))]
+    assert np.abs(acts[0].values).max() <= 1.7159 + 1e-6  # A tanh(S a): the activation, not the sum
+    with torch.inference_mode():
+        np.testing.assert_allclose(acts[1].values, -paper(x).numpy(), rtol=1e-5, atol=1e-4)  # logits = -y
 
 
 def test_a_conv_output_is_kept_before_an_in_place_relu():

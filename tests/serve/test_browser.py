@@ -1,5 +1,7 @@
 """The page in a real browser: Debian's chromium driven by Playwright (never a downloaded browser) draws a
-"1" with mouse events; the prediction, the 28x28 input, the feature maps and Grad-CAM appear; screenshots
+"1" with mouse events; the prediction, the 28x28 input, the feature maps and Grad-CAM appear, and the layers
+as the lecture names them (C1 ... output) with shapes, weights, their arithmetic on a click, and the fully
+connected layers' activations as bars; screenshots
 at desktop and phone width go into the test's own folder. With two models served, the picker shows and
 sends to the model picked; the upload button sends the picture itself."""
 
@@ -67,7 +69,7 @@ def draw(page, points) -> None:
     page.mouse.up()
 
 
-def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, server_url, tmp_path):
+def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, server_url, predictor, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.set_default_timeout(60_000)  # generous: the machine may be busy with other tests
     errors = []
@@ -75,24 +77,44 @@ def test_drawing_a_one_shows_the_prediction_and_what_the_layers_see(browser, ser
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.goto(server_url + "/")
     expect(page.locator("#model-label")).to_contain_text("lenet5", timeout=60_000)
+    # before the first stroke: empty boxes, not broken images showing their alt text (issue 20)
+    assert page.locator("#seen").is_hidden() and page.locator("#gradcam").is_hidden()
     draw(page, [(0.52, 0.15), (0.50, 0.50), (0.48, 0.85)])  # a "1", top to bottom
     expect(page.locator("#prediction")).to_have_text("1", timeout=60_000)
     expect(page.locator("#layers img.fmap")).to_have_count(4, timeout=60_000)
     wait_until(page, "[...document.querySelectorAll('#layers img.fmap, #seen, #gradcam')]"
                      ".every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
-    captions = page.locator("#layers figcaption").all_inner_texts()
-    assert captions == [
-        "conv features.1 · 6×28×28",
-        "pool features.3 · 6×14×14",
-        "conv features.4 · 16×10×10",
-        "pool features.6 · 16×5×5",
-    ]
+    assert page.locator("#seen").is_visible() and page.locator("#gradcam").is_visible()
+    # the layers as the lecture names them, with their shapes and weights (issue 22, part 3)
+    rows = page.locator("#layers .layer")
+    assert rows.locator(".label").all_inner_texts() == ["C1", "S2", "C3", "S4", "C5", "F6", "output"]
+    assert rows.locator(".shape").all_inner_texts() == [
+        "6×28×28", "6×14×14", "16×10×10", "16×5×5", "120", "84", "10"
+    ]  # fmt: skip
+    modules = dict(predictor.model.named_modules())
+    names = [rows.nth(i).get_attribute("data-name") for i in range(rows.count())]
+    weights = [sum(p.numel() for p in modules[n].parameters()) for n in names]
+    assert rows.locator(".params").all_inner_texts() == [f"{w:,} weights" for w in weights]
+    assert weights == [156, 0, 2_416, 0, 48_120, 10_164, 850]  # the lecture's table: 61,706 in all
+    c1 = rows.nth(0)
+    assert c1.locator(".math").is_hidden()
+    c1.locator(".head").click()  # a tap opens it
+    expect(c1.locator(".math")).to_have_text("C1: 6 x (1x5x5 + 1) = 156")
+    rows.nth(4).locator(".head").hover()  # and so does hovering
+    expect(rows.nth(4).locator(".math")).to_have_text("C5: 120 x (400 + 1) = 48,120")
+    # C5, F6 and the output: their activations as bars, 120, 84 and 10
+    assert [rows.nth(i).locator(".acts span").count() for i in range(4, 7)] == [120, 84, 10]
+    assert [rows.nth(i).locator(".acts").count() for i in range(4)] == [0, 0, 0, 0]
+    assert page.locator("#gradcam-caption").inner_text() == "class 1 at S4"
     assert page.locator("#bars .bar").count() == 5
     assert page.locator("#model").is_hidden()  # one model: no picker
     page.screenshot(path=str(tmp_path / "draw-a-one.png"), full_page=True)
 
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert rows.nth(4).locator(".acts").bounding_box()["width"] <= 390  # 120 bars fit
+    rows.nth(6).locator(".head").click()  # a tap, at phone width: the output layer's arithmetic
+    expect(rows.nth(6).locator(".math")).to_have_text("output: 10 x (84 + 1) = 850")
     page.screenshot(path=str(tmp_path / "draw-a-one-phone.png"), full_page=True)
 
     page.click("#clear")

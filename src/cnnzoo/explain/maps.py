@@ -2,6 +2,7 @@
 
 - `feature_maps(model, x)`: the output of every convolution and pooling layer, in the order the forward
   pass runs them (Zeiler & Fergus 2014 look at these).
+- `dense_activations(model, x)`: what each fully connected layer hands on (LeNet-5's 120, 84 and 10).
 - `first_layer_filters(model)`: the first convolution's kernels (the AlexNet paper's Fig. 3 view).
 - `gradcam(model, x)`: Selvaraju et al. 2017. The gradient of the class score with respect to a layer's
   output, averaged over space, weights that layer's channels; the ReLU of the weighted sum says where
@@ -32,6 +33,8 @@ __all__ = [
     "Heatmap",
     "feature_layers",
     "feature_maps",
+    "DenseActivations",
+    "dense_activations",
     "first_layer_filters",
     "default_layer",
     "gradcam",
@@ -92,6 +95,54 @@ def feature_maps(model: nn.Module, x: Tensor) -> list[LayerMaps]:
     finally:
         for h in hooks:
             h.remove()
+    return found
+
+
+@dataclass
+class DenseActivations:
+    name: str  # dotted module name of a fully connected layer (or of the model's classifier)
+    values: np.ndarray  # (B, N) float32: what it hands on, after its nonlinearity (the last: its outputs)
+
+
+def dense_activations(model: nn.Module, x: Tensor) -> list[DenseActivations]:
+    """Each fully connected layer's activations for the batch `x`, in the order the forward pass ran them.
+
+    A layer's activation is what the next fully connected layer reads (its output after the nonlinearity
+    between them: LeNet-5's ReLU or scaled tanh); the last one's is its output (the logits, or the
+    1998 net's RBF distances). The classifier counts as fully connected whatever its class."""
+    classifier_path = getattr(model, "classifier_path", None)  # ZooModel's; other modules: Linear only
+    named = dict(model.named_modules())
+    dense = [n for n, m in named.items() if n and (isinstance(m, nn.Linear) or n == classifier_path)]
+    inputs: list[tuple[str, Tensor]] = []  # (layer, the input it read), in call order
+    outputs: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def pre(_m, args):
+            if args and isinstance(args[0], Tensor):
+                inputs.append((name, args[0].detach().float().flatten(1).cpu()))
+
+        def post(_m, _args, out):
+            if isinstance(out, Tensor):
+                outputs[name] = out.detach().float().flatten(1).cpu()
+
+        return pre, post
+
+    hooks = []
+    for n in dense:
+        pre, post = keep(n)
+        hooks += [named[n].register_forward_pre_hook(pre), named[n].register_forward_hook(post)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    found = [
+        DenseActivations(a, nxt.numpy().copy()) for (a, _), (_, nxt) in zip(inputs, inputs[1:], strict=False)
+    ]
+    if inputs:
+        last = inputs[-1][0]
+        found.append(DenseActivations(last, outputs[last].numpy().copy()))
     return found
 
 

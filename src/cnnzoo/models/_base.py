@@ -29,7 +29,7 @@ loop over their `nn.Sequential` instead of slicing it (a slice is a new module, 
 training-only fast paths are guarded by `torch.jit.is_scripting()`.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,9 @@ class ZooModel(nn.Module):
     classifier_path: str = "fc"  # dotted module name of the final layer
     first_conv: str = "conv1"  # dotted module name of the first convolution
     global_pool: str = "avg"  # "" keeps the map (models whose head pools globally, with num_classes=0)
+    # The names the lecture (or the paper) gives the layers, {dotted module name: name}: LeNet-5's C1, S2,
+    # ..., F6, output. Empty: the module names are all the names there are. The served page labels so.
+    layer_names: ClassVar[dict[str, str]] = {}
     # Python-side metadata that TorchScript need not (and cannot) type
     __jit_ignored_attributes__ = ["pretrained_cfg", "feature_info", "default_cfg"]
     __jit_unused_properties__ = ["default_cfg"]

@@ -118,6 +118,10 @@ class LeNet5(ZooModel):
 
     classifier_path = "classifier.4"
     first_conv = "features.1"
+    layer_names = {  # the lecture's: pooling layers S2 and S4 without weights, C5 fully connected (400 -> 120)
+        "features.1": "C1", "features.3": "S2", "features.4": "C3", "features.6": "S4",
+        "classifier.0": "C5", "classifier.2": "F6", "classifier.4": "output",
+    }  # fmt: skip
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max"):
         super().__init__()
@@ -238,6 +242,10 @@ class LeNet5_1998(ZooModel):
 
     classifier_path = "output"
     first_conv = "features.1"
+    layer_names = {  # the paper's (sec. II.B)
+        "features.1": "C1", "features.3": "S2", "features.5": "C3", "features.7": "S4", "features.9": "C5",
+        "f6.0": "F6", "output": "output",
+    }  # fmt: skip
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1):
         super().__init__()

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import CnnzooError
@@ -58,7 +58,12 @@ def create_app(predictors: dict, settings: ServeSettings | None = None) -> Starl
         routes=routes.ROUTES,  # looked up now, not at import: the one table, as it stands
         lifespan=_lifespan,
         middleware=[Middleware(Observe, metrics=metrics)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _server_error,
+        },
     )
     # What the handlers read (routes.py): the app's own, so several apps in one process do not mix.
     app.state.settings, app.state.served, app.state.metrics = settings, served, metrics
@@ -110,6 +115,12 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     return _error(
         request, exc.status_code, message.get(exc.status_code, exc.detail), getattr(exc, "headers", None)
     )
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """A client gone mid-request (a body read elsewhere than `requests.read_body`): 499 in the access log
+    and the metrics, no traceback; uvicorn drops the answer, as nobody is left to read it."""
+    return _error(request, 499, "the client disconnected before the end of its request")
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

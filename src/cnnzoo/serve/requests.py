@@ -6,6 +6,8 @@ raising `ApiError` with the status and the message the client gets (the app turn
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -31,6 +33,7 @@ __all__ = [
 
 _RAW_TYPES = ("application/octet-stream",)
 _SMALL_BYTES = 64 << 10  # images up to this many bytes in all are decoded on the event loop
+_CLOSE = {"Connection": "close"}  # what is left of the body will not be read: uvicorn closes after answering
 
 
 class ApiError(Exception):
@@ -56,25 +59,84 @@ def top_k_of(request: Request) -> int:
     try:
         top_k = int(text)
     except ValueError:
-        raise ApiError(400, f"top_k must be a whole number, got {text!r}") from None
+        shown = repr(text) if len(text) <= 20 else f"{text[:20]!r}... ({len(text):,} characters)"
+        raise ApiError(400, f"top_k must be a whole number, got {shown}") from None
     if top_k < 1:
         raise ApiError(400, f"top_k must be at least 1, got {top_k}")
     return top_k
 
 
 async def read_body(request: Request, settings: ServeSettings) -> bytes:
-    """The body, 413 as soon as it is over `max_body_bytes` (declared or streamed)."""
+    """The body, within `max_body_bytes`; for a client that misbehaves, an answer it can read:
+
+    - over the limit (declared or streamed): 413, once the rest of the body has been read and dropped
+      (`_drain`). Answering at once and closing would reset the connection while the client is still
+      sending (urllib and browsers send a large body whole before they read, and ask to close after), and
+      the client would see the reset, not the 413. A client that sent `Expect: 100-continue` has sent
+      nothing yet: it gets the 413 at once.
+    - no byte for `body_timeout_s` (a declared length never sent): 408, and the connection closed; other
+      requests go on meanwhile, as every request is a task of its own.
+    - the client gone before the end of its body: 499 (nginx's "client closed request"), an access-log
+      line, not a traceback: nobody is left to read it.
+    """
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+        message = f"body of {int(declared):,} bytes is over the limit of {limit:,}"
+        expects = request.headers.get("expect", "").lower() == "100-continue"
+        if expects or int(declared) > settings.max_drain_bytes:  # nothing sent yet, or too much to drain
+            raise ApiError(413, message)  # on a kept-alive connection uvicorn drops what still comes
+        raise ApiError(413, message, await _drain(request, settings, 0))
+    chunks, size, more = [], 0, True
+    while more:
+        chunk, more = await _receive_chunk(request, settings)
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit:,} bytes")
+            raise ApiError(
+                413, f"body is over the limit of {limit:,} bytes", await _drain(request, settings, size)
+            )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _receive_chunk(
+    request: Request, settings: ServeSettings, timeout_s: float | None = None
+) -> tuple[bytes, bool]:
+    """The next piece of the body and whether more follows; 408 after `body_timeout_s` without one,
+    499 when the client has gone."""
+    timeout_s = settings.body_timeout_s if timeout_s is None else min(timeout_s, settings.body_timeout_s)
+    try:
+        message = await asyncio.wait_for(request.receive(), timeout_s)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the body stopped arriving: nothing for {settings.body_timeout_s:g} s "
+            f"(send all of the declared Content-Length)",
+            _CLOSE,
+        ) from None
+    if message["type"] == "http.disconnect":
+        raise ApiError(499, "the client disconnected before the end of its body")
+    return message.get("body", b""), message.get("more_body", False)
+
+
+async def _drain(request: Request, settings: ServeSettings, size: int) -> dict:
+    """Read and drop the rest of a body that is over the limit, up to `max_drain_bytes` in all and for
+    `drain_s` at most, so the client has sent everything when it reads the answer; the headers the answer
+    needs (`Connection: close` when the body could not be read to its end)."""
+    deadline = asyncio.get_running_loop().time() + settings.drain_s
+    more = True
+    while more and size <= settings.max_drain_bytes:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return dict(_CLOSE)
+        try:
+            chunk, more = await _receive_chunk(request, settings, left)
+        except ApiError as e:
+            if e.status == 499:
+                raise
+            return dict(_CLOSE)  # stalled, or out of time: give up on the rest
+        size += len(chunk)
+    return {} if not more else dict(_CLOSE)
 
 
 async def uploads(request: Request, settings: ServeSettings, *, many: bool) -> list[bytes]:

@@ -11,8 +11,9 @@
     GET|POST /v2/...                     the Open Inference Protocol (KServe v2, Triton): see v2.py
 
 Every error is a JSON object `{"error": "...", "status": N}` (on /v2, the protocol's `{"error": "..."}`): 400 (empty body, not an image, truncated,
-a decompression bomb, a bad parameter), 404 (unknown model or route), 405, 413 (body over the limit),
-415 (content type), 503 with Retry-After (waited too long for a forward pass, or not ready).
+a decompression bomb, a bad parameter), 404 (unknown model or route), 405, 408 (the body stopped
+arriving), 413 (body over the limit), 415 (content type), 503 with Retry-After (waited too long for a
+forward pass, or not ready); 499 in the log and metrics when the client left mid-body (`requests.read_body`).
 Responses that ran a forward pass say in `X-Batch-Size` how many images it held and in
 `X-Batch-Wait-Ms` how long the request waited for it.
 

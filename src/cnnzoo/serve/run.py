@@ -23,9 +23,16 @@ from ..runtime import thread_tuner
 from .app import ServeSettings, create_app
 from .served import NAME_PATTERN, model_name
 
-__all__ = ["serve", "load_models", "DEFAULT_SOURCE"]
+__all__ = ["serve", "load_models", "uvicorn_config", "DEFAULT_SOURCE"]
 
 GRACE_S = 30  # the longest a shutdown waits for requests in flight
+# An idle keep-alive connection is closed after this long (uvicorn's default, said here): idle ones cost
+# the event loop nothing meanwhile (200 of them leave /healthz answering in milliseconds: tests/serve).
+KEEP_ALIVE_S = 5
+# A connection must send a request's whole head within this long of opening, or of its last answer: uvicorn
+# closes an idle connection only once it has answered on it, so one that never sent a request, or stopped
+# halfway through its headers, stayed open for good (a file descriptor each, until the server ran out).
+HEAD_TIMEOUT_S = 10
 DEFAULT_SOURCE = "lenet5:mnist"  # the bundled LeNet-5 trained on MNIST
 
 
@@ -122,16 +129,62 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"cnnzoo serve: http://{shown}:{bound_port}/ ({', '.join(models)}); Ctrl-C to stop", flush=True)
-    config = uvicorn.Config(
+    server = _server_class(uvicorn)(uvicorn_config(app))
+    server.run(sockets=[sock])
+    return server.stopped_by
+
+
+def uvicorn_config(app):
+    """uvicorn's settings for `app`, the ones `cnnzoo serve` runs with (the tests' server too)."""
+    import uvicorn
+
+    return uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,  # ours is structured, one JSON line per request
         timeout_graceful_shutdown=GRACE_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        http=_protocol_class(),
         lifespan="on",
     )
-    server = _server_class(uvicorn)(config)
-    server.run(sockets=[sock])
-    return server.stopped_by
+
+
+def _protocol_class():
+    """uvicorn's HTTP protocol (httptools where installed, else h11, as uvicorn picks), plus
+    `HEAD_TIMEOUT_S`: a deadline armed when the connection opens and after each answer, which data arriving
+    does not put off (a client trickling header bytes gets no more time); when it passes with no request
+    running, the connection is closed. A request running (its body, the handler) is `read_body`'s and the
+    app's to time out, not this."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeadTimeoutProtocol(AutoHTTPProtocol):
+        _head_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_timer()
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            idle = self.cycle is None or self.cycle.response_complete  # no request has a whole head yet
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutProtocol
 
 
 def _server_class(uvicorn):

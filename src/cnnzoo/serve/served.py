@@ -28,14 +28,16 @@ from torch import Tensor
 
 from ..artifacts.source import provenance
 from ..errors import CnnzooError
-from ..explain import feature_maps, gradcam
+from ..explain import dense_activations, feature_layers, feature_maps, gradcam
 from ..explain.render import map_grid, overlay, png_bytes, upscale
+from ..summary import summarize
 from .batcher import MicroBatcher
 
 __all__ = ["ServedModel", "Scores", "model_name", "NAME_PATTERN"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # safe in a URL path
 MAX_CHANNELS_SHOWN = 64  # feature maps beyond this many channels per layer are left out of /explain
+MAX_UNITS_SHOWN = 512  # fully connected layers wider than this (AlexNet's, VGG's 4096) give no bars
 
 
 def model_name(predictor) -> str:
@@ -184,9 +186,36 @@ class ServedModel:
 
     # --- explanation ---------------------------------------------------------------------------
 
+    @functools.cached_property
+    def architecture(self) -> list[dict]:
+        """The layers as the page lists them, in forward order: the name the lecture gives each (the model's
+        `layer_names`: C1, S2, ..., F6, output; else its module name), its type, output shape, parameters
+        and their arithmetic ("6 x (1x5x5 + 1) = 156"), all read off `summarize`'s rows. Without
+        lecture names: every convolution, pooling and fully connected layer. Computed once, at warm-up."""
+        p = self.predictor
+        names = getattr(p.model, "layer_names", {})  # ZooModel's; a model of another kind has none
+        shown = set(names) or {n for n, _ in feature_layers(p.model)} | {
+            n for n, m in p.model.named_modules() if isinstance(m, torch.nn.Linear)
+        }
+        rows = summarize(p.model, (p.channels, p.image_size, p.image_size)).rows
+        return [
+            {
+                "name": r.name,
+                "label": names.get(r.name, r.name),
+                "type": r.type,
+                "shape": list(r.output_shape or ()),
+                "params": r.params,
+                "arithmetic": r.param_formula,
+            }
+            for r in rows
+            if r.name in shown and r.output_shape is not None
+        ]
+
     def explain(self, image: Tensor, top_k: int) -> dict:
-        """The input as the model sees it, every conv/pool layer's maps and Grad-CAM (runs on the worker)."""
+        """The input as the model sees it, every conv/pool layer's maps, the fully connected layers'
+        activations, the layers as the lecture names them and Grad-CAM (runs on the worker)."""
         model = self.predictor.model
+        names = getattr(model, "layer_names", {})
         x = self.predictor.normalized(image[None])  # as `cnnzoo explain` gives it to the model
         seen = image.numpy()
         layers = []
@@ -195,11 +224,21 @@ class ServedModel:
             layers.append(
                 {
                     "name": lm.name,
+                    "label": names.get(lm.name, lm.name),
                     "kind": lm.kind,
                     "shape": list(lm.maps.shape[1:]),
                     "image": data_url(png_bytes(map_grid(maps))),
                 }
             )
+        activations = [
+            {
+                "name": a.name,
+                "label": names.get(a.name, a.name),
+                "values": np.round(a.values[0].astype(np.float64), 4).tolist(),
+            }
+            for a in dense_activations(model, x)
+            if a.values.shape[1] <= MAX_UNITS_SHOWN
+        ]
         cam = gradcam(model, x)
         probs = torch.from_numpy(cam.logits).softmax(1)
         scale = max(1, 112 // max(seen.shape[-2:]))  # small inputs drawn at least 112 pixels wide
@@ -208,7 +247,9 @@ class ServedModel:
             "top": self.top(ranked(probs)[0], top_k),
             "input": data_url(png_bytes(seen)),
             "input_size": list(seen.shape),
+            "architecture": self.architecture,
             "layers": layers,
+            "activations": activations,
             "gradcam": {
                 "layer": cam.layer,
                 "class": self.predictor.classes[cam.target[0]],
@@ -225,4 +266,5 @@ class ServedModel:
         )
         self.run_scores(self.model_input([zeros[:1]]))
         self.run_scores(self.model_input([zeros]))
+        self.architecture  # noqa: B018 (computed now, on the worker, not in a request)
         self.explain(zeros[0], 1)
