@@ -30,7 +30,7 @@ from cnnzoo import __version__
 from cnnzoo.engine.config import default_config
 from cnnzoo.engine.evaluate import evaluate_checkpoint
 from cnnzoo.engine.train import train
-from cnnzoo.inference.framing import framing_for
+from cnnzoo.models._pretrained import framing_description
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "cnnzoo" / "assets" / "pretrained"
 
@@ -80,13 +80,12 @@ def sha256_of(path: Path) -> str:
 
 def preprocessing(meta: dict) -> dict:
     """What `cnnzoo.load` does to a picture before this model reads it."""
-    framing = framing_for(meta["dataset"])
     return {
         "image_size": meta["image_size"],
         "in_chans": meta["in_chans"],
         "mean": meta["mean"],
         "std": meta["std"],
-        "framing": None if framing is None else f"light backgrounds inverted, {framing.describe()}",
+        "framing": framing_description(meta["dataset"]),  # what the manifest check compares it with
     }
 
 
