@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from cnnzoo import __version__
-from cnnzoo.engine.config import default_config
+from cnnzoo.engine.config import default_config, train_command
 from cnnzoo.engine.evaluate import evaluate_checkpoint
 from cnnzoo.engine.train import train
 from cnnzoo.models._pretrained import framing_description
@@ -89,11 +89,6 @@ def preprocessing(meta: dict) -> dict:
     }
 
 
-def command_of(model: str, data: str, overrides: dict) -> str:
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
-    return f"cnnzoo train {model} --data {data} {flags}".strip()
-
-
 def make(name: str, out: Path) -> dict:
     model, data, overrides, goal, purpose = SPECS[name]
     cfg = default_config(model, data, **overrides)
@@ -128,7 +123,7 @@ def make(name: str, out: Path) -> dict:
         "bytes": (out / f"{stem}.safetensors").stat().st_size,
         "preprocessing": preprocessing(meta),
         "recipe": cfg.to_dict(),
-        "command": command_of(model, data, overrides),
+        "command": train_command(cfg),  # every flag off the recipe, and epochs and augment always
         "recreate": f"python scripts/make_pretrained.py {name}",
         "train_seconds": round(seconds),
         "made_with": {"cnnzoo": __version__, "torch": torch.__version__.split("+")[0]},
