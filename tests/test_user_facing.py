@@ -5,7 +5,6 @@ import importlib.util
 import io
 import json
 import pydoc
-import shlex
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,8 @@ import pytest
 import cnnzoo
 from cnnzoo._io import progress
 from cnnzoo._version import __version__
-from cnnzoo.cli import build_parser, main, train_overrides
-from cnnzoo.engine.config import TrainConfig, default_config, train_command
+from cnnzoo.cli import main
+from cnnzoo.engine.config import TrainConfig, train_command
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models._builder import param_count_on_meta
 from cnnzoo.models._pretrained import list_pretrained
@@ -71,16 +70,12 @@ def test_the_inception_lines_say_why_their_count_differs(capsys):
 
 
 @pytest.mark.parametrize("entry", list_pretrained(), ids=lambda e: e.name)
-def test_made_by_commands_re_make_the_recipe(entry):
-    """The manifest's command is generated from the recipe and, run through `cnnzoo train`'s parser and
-    recipe, gives that recipe back field for field."""
+def test_made_by_commands_come_from_the_recipe(entry):
+    """The manifest's command is generated from the recipe the weights were trained with (that it re-makes
+    it through `cnnzoo train`'s parser is tests/inference/test_pretrained.py's check)."""
     recipe = entry.record["recipe"]
-    command = entry.record["command"]
-    assert command == train_command(TrainConfig.from_dict(recipe))
-    args = build_parser().parse_args(shlex.split(command)[1:])
-    cfg = default_config(args.model, args.data, **train_overrides(args)).to_dict()
-    assert {k: cfg[k] for k in recipe} == recipe
-    assert f"--augment {recipe['augment']}" in command  # what the weights saw, even at the data set's default
+    assert entry.record["command"] == train_command(TrainConfig.from_dict(recipe))
+    assert f"--augment {recipe['augment']}" in entry.record["command"]  # even at the data set's default
 
 
 def test_fashion_mnist_names_its_augmentation():
