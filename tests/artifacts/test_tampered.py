@@ -66,7 +66,8 @@ EXPORT_CASES = [
     ("pretrained_cfg", {"pretrained_cfg.mean": [0.5]}),
     ("pretrained_cfg", {"pretrained_cfg.input_size": [1, 32, 32]}),
     ("dataset", {"dataset": 7}),
-    ("framing", {"framing.box": 21}),
+    ("framing", {"framing.box": 40}),  # larger than its 28 px canvas
+    ("framing", {"framing.centre": "middle"}),
     ("framing", {"framing": None}),  # MNIST's digits were framed: the config must say so
 ]
 
@@ -142,6 +143,7 @@ MANIFEST_CASES = [
     ("preprocessing.mean", "manifest.json", {f"{ENTRY}.preprocessing.mean": [0.1, 0.2, 0.3]}),
     ("preprocessing.std", "manifest.json", {f"{ENTRY}.preprocessing.std": [0.5]}),
     ("preprocessing.framing", "manifest.json", {f"{ENTRY}.preprocessing.framing": None}),
+    ("preprocessing.framing", "manifest.json", {f"{ENTRY}.preprocessing.framing": 20}),
     ("recipe.model", "manifest.json", {f"{ENTRY}.recipe.model": "resnet20"}),
     ("recipe.data", "manifest.json", {f"{ENTRY}.recipe.data": "cifar10"}),
     ("command", "manifest.json", {f"{ENTRY}.command": None}),
