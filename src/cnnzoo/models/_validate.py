@@ -21,6 +21,7 @@ Fields a config does not carry (a checkpoint has no `architecture` or `framing`)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -228,14 +229,24 @@ def _check_framing(c: _Checker, chans: int) -> None:
 
 
 def _check_side(c: _Checker, name: str, kwargs: dict, found: Found) -> None:
-    """The network reads an image_size x image_size input: a forward pass on the meta device (shapes only)."""
+    """The network reads an image_size x image_size input (see `_side_problem`)."""
     side, chans = c.meta["image_size"], c.meta["in_chans"]
-    model = _create(name, kwargs, found.classes or 1, chans, meta=True).eval()
+    why = _side_problem(name, _key(kwargs), found.classes or 1, chans, side)
+    if why:
+        raise c.fail(
+            "image_size", f"is a side {name} cannot read ({why}; smallest {model_info(name).min_size})"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _side_problem(name: str, kwargs_key: tuple, classes: int, chans: int, side: int) -> str | None:
+    """Why `name` cannot read a (1, chans, side, side) input, or None: a forward pass on the meta device
+    (shapes only, nothing computed); it depends on these numbers alone, so each is tried once."""
+    model = _create(name, dict(kwargs_key), classes, chans, meta=True).eval()
     try:
         with torch.no_grad():
             model(torch.empty(1, chans, side, side, device="meta"))
     except (RuntimeError, ValueError) as e:
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise c.fail(
-            "image_size", f"is a side {name} cannot read ({why[:120]}; smallest {model_info(name).min_size})"
-        ) from None
+        text = str(e).strip()
+        return (text.splitlines()[0] if text else type(e).__name__)[:120]
+    return None
