@@ -204,6 +204,11 @@ def fmt_s(seconds) -> str:
     return "[" + ", ".join(f"{t:.2f}" for t in seconds) + "] s"
 
 
+def fmt_reached(seconds: float | None) -> str:
+    """Seconds to the target accuracy, to a tenth ("69.2 s"), or that it was not reached."""
+    return "not reached" if seconds is None else f"{seconds:.1f} s"
+
+
 def fmt_accs(accs) -> str:
     return "[" + ", ".join(f"{a:.2f}" for a in accs) + "]"
 
@@ -234,7 +239,7 @@ def main() -> None:
         print(
             f"  seed {seed}: {ours['epoch_s']:.2f} s/epoch (fastest), {gflops(ours['images'], ours['epoch_s']):.1f} "
             f"GFLOPS; test acc per epoch {fmt_accs(ours['accs'])}; time to {args.target}%: "
-            f"{ours['time_to_target']} s; whole run {ours['total_s']:.1f} s"
+            f"{fmt_reached(ours['time_to_target'])}; whole run {ours['total_s']:.1f} s"
         )
     ours = runs[0]
     if len(runs) > 1:
@@ -244,7 +249,7 @@ def main() -> None:
     base = run_baseline(args.baseline_epochs, args.target, stop_at_target=not args.all_baseline_epochs)
     print(
         f"baseline: {base['epoch_s']:.2f} s/epoch (fastest), {gflops(base['images'], base['epoch_s']):.1f} GFLOPS; "
-        f"test acc per epoch {fmt_accs(base['accs'])}; time to {args.target}%: {base['time_to_target']} s"
+        f"test acc per epoch {fmt_accs(base['accs'])}; time to {args.target}%: {fmt_reached(base['time_to_target'])}"
     )
 
     floor = min(run_floor(cfg) for _ in range(2))

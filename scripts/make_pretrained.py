@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from cnnzoo import __version__
-from cnnzoo.engine.config import default_config
+from cnnzoo.engine.config import default_config, train_command
 from cnnzoo.engine.evaluate import evaluate_checkpoint
 from cnnzoo.engine.train import train
-from cnnzoo.inference.framing import framing_for
+from cnnzoo.models._pretrained import framing_description
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "cnnzoo" / "assets" / "pretrained"
 
@@ -80,19 +80,13 @@ def sha256_of(path: Path) -> str:
 
 def preprocessing(meta: dict) -> dict:
     """What `cnnzoo.load` does to a picture before this model reads it."""
-    framing = framing_for(meta["dataset"])
     return {
         "image_size": meta["image_size"],
         "in_chans": meta["in_chans"],
         "mean": meta["mean"],
         "std": meta["std"],
-        "framing": None if framing is None else f"light backgrounds inverted, {framing.describe()}",
+        "framing": framing_description(meta["dataset"]),  # what the manifest check compares it with
     }
-
-
-def command_of(model: str, data: str, overrides: dict) -> str:
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
-    return f"cnnzoo train {model} --data {data} {flags}".strip()
 
 
 def make(name: str, out: Path) -> dict:
@@ -129,7 +123,7 @@ def make(name: str, out: Path) -> dict:
         "bytes": (out / f"{stem}.safetensors").stat().st_size,
         "preprocessing": preprocessing(meta),
         "recipe": cfg.to_dict(),
-        "command": command_of(model, data, overrides),
+        "command": train_command(cfg),  # every flag off the recipe, and epochs and augment always
         "recreate": f"python scripts/make_pretrained.py {name}",
         "train_seconds": round(seconds),
         "made_with": {"cnnzoo": __version__, "torch": torch.__version__.split("+")[0]},

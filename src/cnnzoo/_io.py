@@ -18,9 +18,12 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from .errors import CnnzooError
 
@@ -166,6 +169,26 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def progress(
+    iterable: Iterable, *, total: int, desc: str, unit: str, enabled: bool = True, file=None
+) -> Iterator:
+    """`iterable` with a progress bar on a terminal. Where the stream is a file or a pipe (`2> train.log`,
+    `| tee`), a bar's carriage-return frames would pile up in it: there, one line when the loop is done."""
+    stream = file if file is not None else sys.stderr
+    if not enabled:
+        yield from iterable
+        return
+    if getattr(stream, "isatty", lambda: False)():
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, file=stream)
+        return
+    start, n = time.perf_counter(), 0
+    for item in iterable:
+        n += 1
+        yield item
+    stream.write(f"{desc}: {n}/{total} {unit}s in {time.perf_counter() - start:.1f} s\n")
+    stream.flush()
 
 
 def note(message: str) -> None:

@@ -46,14 +46,15 @@ def cmd_models(args) -> int:
         return 0
     print(f"{'name':<14} {'family':<10} {'params':>13} {'input':>6} {'min':>5}  paper")
     for r in rows:
-        print(
-            f"{r['name']:<14} {r['family']:<10} {r['params']:>13,} {r['input_size']:>6} {r['min_size']:>5}  {r['paper']}"
-        )
-    for r in rows:
+        # Inception's count includes its training-only auxiliary classifiers; said on its own line
+        aux = ""
         if "params_without_aux" in r:
-            print(
-                f"{r['name']}: {r['params_without_aux']:,} parameters without its auxiliary classifiers (aux_logits=False)"
-            )
+            n = r["aux_classifiers"]
+            heads = "its auxiliary classifier" if n == 1 else f"its {n} auxiliary classifiers"
+            aux = f"  (with {heads}; {r['params_without_aux']:,} without: aux_logits=False)"
+        print(
+            f"{r['name']:<14} {r['family']:<10} {r['params']:>13,} {r['input_size']:>6} {r['min_size']:>5}  {r['paper']}{aux}"
+        )
     return 0
 
 
@@ -117,22 +118,29 @@ def cmd_datasets(args) -> int:
 
 def add_train_options(p: argparse.ArgumentParser, *, lr_range: bool = False) -> None:
     """One flag per `TrainConfig` field marked for the command line; None means "the recipe's default"."""
-    from .engine.config import TrainConfig
+    from .engine.config import TrainConfig, recipe_fields
 
-    g = p.add_argument_group("training (defaults depend on the model and dataset: see README)")
+    g = p.add_argument_group("training (defaults as shown; the recipe of a model and dataset may set others)")
     kinds = {"int": int, "float": float, "str": str}
+    varies = recipe_fields()
     for f in fields(TrainConfig):
         meta = f.metadata
         if not meta.get("cli"):
             continue
         flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            shown = "on" if f.default else "off"
+        else:
+            shown = "none" if f.default == "" else f.default
+        varying = "; set per model and dataset by the recipe" if f.name in varies else ""
+        text = f"{meta['help']} (default: {shown}{varying})".replace("%", "%%")
         if f.type == "bool":
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.name == "lr" and lr_range:  # fine-tuning: a range spreads rates from stem to head
             g.add_argument(flag, type=str, help='rate, or a range "LO:HI" spread from stem to head')
         else:
             kind = positive_int if meta.get("positive") else kinds[f.type]
-            g.add_argument(flag, type=kind, choices=meta.get("choices"), help=meta["help"])
+            g.add_argument(flag, type=kind, choices=meta.get("choices"), help=text)
 
 
 def train_overrides(args) -> dict:
@@ -737,10 +745,30 @@ class _CommandParser(argparse.ArgumentParser):
         return super().format_help()
 
 
+DESCRIPTION = (
+    "The classic convolutional networks (LeNet-5, AlexNet, VGG, Inception, ResNet): train them, measure\n"
+    "them, predict and explain with them, export, serve and fine-tune them. `cnnzoo COMMAND --help` for one."
+)
+EXAMPLES = """examples:
+  cnnzoo models                                    the networks, their parameters and input sizes
+  cnnzoo train lenet5 --data mnist                 train LeNet-5 on the bundled MNIST, printing its test accuracy
+  cnnzoo predict lenet5:mnist digit.png            a photo of a digit, with the bundled weights
+  cnnzoo export lenet5:mnist --out exported/lenet5 ONNX, TorchScript and safetensors, with a model card
+  cnnzoo finetune --from lenet5:glyphs-latin --data glyphs-cyrillic --strategy last:1"""
+
+
 def build_parser(*, deferred: bool = False) -> argparse.ArgumentParser:
     """The `cnnzoo` parser: one subcommand per `COMMANDS` entry, in its order. With `deferred=True` (what
     `main` uses) each subcommand declares its arguments only when it is used; the parser is the same."""
-    parser = argparse.ArgumentParser(prog="cnnzoo", description=__doc__.splitlines()[0])
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cnnzoo",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples, one per line as written
+    )
+    parser.add_argument("--version", action="version", version=f"cnnzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
     for command in COMMANDS:

@@ -110,7 +110,7 @@ def test_the_recorded_command_and_make_pretrained_give_the_recorded_recipe():
         from_command = default_config(args.model, args.data, **train_overrides(args)).to_dict()
         model, data, overrides, _, _ = make_pretrained.SPECS[e.name]
         from_script = default_config(model, data, **overrides).to_dict()
-        assert e.record["command"] == make_pretrained.command_of(model, data, overrides)
+        assert e.record["command"] == make_pretrained.train_command(default_config(model, data, **overrides))
         for made, how in ((from_command, e.record["command"]), (from_script, e.record["recreate"])):
             changed = {k: (v, made.get(k)) for k, v in recorded.items() if made.get(k) != v}
             assert not changed, f"{e.name}: `{how}` now trains another recipe (recorded, now): {changed}"

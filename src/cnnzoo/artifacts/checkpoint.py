@@ -38,6 +38,7 @@ from torch import nn
 from .._io import atomic_write, describe_os_error, note, write_files
 from ..errors import CnnzooError
 from ..models import create_model
+from ..models._validate import check_config
 from ..models._weights import describe_load_error, load_state_dict_checked, read_weights
 
 __all__ = [
@@ -257,13 +258,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if why:
         note(why)
     meta = read_meta(weights)
+    state = read_weights(weights)
+    check_config(meta, str(weights.with_suffix(".json")), state=state)  # each field against the weights
     model = create_model(
         meta["model"],
         num_classes=len(meta["classes"]),
         in_chans=meta["in_chans"],
         **meta.get("model_kwargs", {}),
     )
-    load_state_dict_checked(model, read_weights(weights), source=str(weights))
+    load_state_dict_checked(model, state, source=str(weights))
     return Checkpoint(model.to(device).eval(), meta, weights)
 
 

@@ -32,6 +32,7 @@ from ..models import model_info
 from ..models._builder import adapt_stats
 from ..models._pretrained import is_pretrained_name, pretrained_checkpoint, pretrained_entry
 from ..models._torchvision import TORCHVISION_MODELS, fetch_torchvision
+from ..models._validate import check_config
 from ..models._weights import (
     clean_state_dict,
     identify_architecture,
@@ -42,7 +43,14 @@ from ..models._weights import (
     state_shape,
 )
 from .checkpoint import PREVIOUS, load_checkpoint, read_meta, resolve_checkpoint
-from .exported import is_export_folder, load_export
+from .exported import (
+    WEIGHTS,
+    export_files,
+    is_export_folder,
+    load_export,
+    load_export_onnx,
+    read_export_config,
+)
 
 __all__ = [
     "KINDS",
@@ -122,28 +130,35 @@ def read_source(spec: str | Path | SourceSpec, model_name: str | None = None) ->
         name, kwargs = identify_architecture(state, model_name, label=s.text)
         return SourceWeights(state, name, kwargs, None, _assumed_preprocessing(name), "weights", s.text)
     if s.kind == "export":
-        weights, meta = s.path / "model.safetensors", json.loads((s.path / "config.json").read_text())
+        if WEIGHTS not in export_files(s.path):
+            raise CnnzooError(
+                f"{s.text} holds only {', '.join(export_files(s.path))}: reading its weights needs {WEIGHTS} "
+                "(export with --format safetensors)"
+            )
+        weights, meta = s.path / WEIGHTS, read_export_config(s.path)
+        config = s.path / "config.json"
     else:
         weights = resolve_checkpoint(s.path)
-        meta = read_meta(weights)
-    source = _cnnzoo_weights(weights, meta, s.text, model_name)
+        meta, config = read_meta(weights), weights.with_suffix(".json")
+    source = _cnnzoo_weights(weights, meta, s.text, model_name, config)
     if s.kind in ("bundled", "export"):
         source.label = s.text
     return source
 
 
-def _cnnzoo_weights(weights: Path, meta: dict, spec: str, model_name: str | None) -> SourceWeights:
-    try:
-        name, kwargs, classes = meta["model"], dict(meta.get("model_kwargs") or {}), list(meta["classes"])
-        prep = {"image_size": int(meta["image_size"]), "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
-    except (KeyError, TypeError, ValueError) as e:
-        raise CnnzooError(f"{weights}: checkpoint config lacks or garbles {e}") from None
-    if model_name is not None and model_name != name:
+def _cnnzoo_weights(
+    weights: Path, meta: dict, spec: str, model_name: str | None, config: Path
+) -> SourceWeights:
+    """A cnnzoo checkpoint's or export folder's weights, its config (read from `config`) checked against them."""
+    name = meta.get("model") if isinstance(meta, dict) else None
+    if model_name is not None and name is not None and model_name != name:
         raise CnnzooError(
             f"{spec} is a cnnzoo {name} checkpoint; --model {model_name} does not match it (leave --model out)"
         )
-    model_info(name)  # an unknown name fails here, with suggestions
     state = map_timm_names(read_weights(weights))  # an export folder's VGG holds timm's names
+    check_config(meta, str(config), state=state)  # every field against the weights, one line naming it
+    prep = {"image_size": meta["image_size"], "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+    kwargs, classes = dict(meta.get("model_kwargs") or {}), list(meta["classes"])
     return SourceWeights(state, name, kwargs, classes, {**prep, "assumed": False}, "cnnzoo", str(weights))
 
 
@@ -199,8 +214,8 @@ def open_source(spec: str | Path | SourceSpec, device: str | torch.device = "cpu
     if s.kind in ("run", "checkpoint", "bundled"):
         ckpt = load_checkpoint(s.path, device)  # falls back to a `.prev` set after a crash, saying so
         return Opened(ckpt.model, ckpt.meta, s.text if s.kind == "bundled" else str(ckpt.path), s)
-    if s.kind == "export":
-        model, meta = load_export(s.path)
+    if s.kind == "export":  # the PyTorch weights where the folder has them, else model.onnx (onnxruntime)
+        model, meta = load_export(s.path) if WEIGHTS in export_files(s.path) else load_export_onnx(s.path)
         return Opened(model.to(device), meta, s.text, s)
     return _open_foreign(read_source(s), s, device)
 
@@ -253,7 +268,7 @@ def provenance(spec: str | Path | SourceSpec, meta: dict | None = None) -> dict:
     if meta is None and s.kind in ("run", "checkpoint"):
         meta = read_meta(resolve_checkpoint(s.path))
     elif meta is None and s.kind == "export":
-        meta = json.loads((s.path / "config.json").read_text())
+        meta = read_export_config(s.path)
     meta = meta or {}
     acc = meta.get("accuracy", (meta.get("metrics") or {}).get("test_acc"))
     info.update(dataset=meta.get("dataset"), epoch=meta.get("epoch"))

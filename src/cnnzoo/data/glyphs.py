@@ -50,8 +50,8 @@ import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
+from cnnzoo._io import progress as _progress
 from cnnzoo.data.augment import affine_grid
 from cnnzoo.data.base import ArrayDataset, DatasetInfo, Splits
 from cnnzoo.data.cache import cache_dir as cache_root
@@ -228,13 +228,13 @@ def _render_all(paths: list[str], alphabet: str, seed: int, samples: int, progre
     out = []
     with ThreadPoolExecutor(workers) as pool, torch.inference_mode():
         drawn = pool.map(lambda p: _draw_font(p, alphabet), paths)
-        for path, result in tqdm(
+        for path, result in _progress(
             zip(paths, drawn, strict=True),
             total=len(paths),
             desc="rendering fonts",
             unit="font",
-            disable=not progress,
-        ):
+            enabled=progress,
+        ):  # a bar on a terminal; in a log file, one final line
             if result is None:
                 continue
             canvases, residual, family = result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,6 +19,8 @@ __all__ = [
     "default_config",
     "load_config",
     "checked_value",
+    "recipe_fields",
+    "train_command",
     "scale_to_data",
     "describe_recipe",
     "SCALED_FIELDS",
@@ -196,6 +199,34 @@ _FAMILY_DEFAULTS: dict[str, dict] = {
     "alexnet": dict(epochs=30, batch_size=128, lr=0.01, weight_decay=5e-4),
     "inception": dict(epochs=30, batch_size=128, lr=0.05, weight_decay=1e-4),
 }
+
+
+ALWAYS_SHOWN = ("epochs", "augment")  # what a reader of a command wants to see even at the recipe's value
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The `cnnzoo train` command that trains `cfg`: the flags where it differs from the recipe `cnnzoo train`
+    starts from (`default_config(model, data)`), and its epochs and augmentation always, so the command
+    shows what the weights saw (`lenet5:fashion-mnist`: `--augment crop=2,flip`) and re-makes them."""
+    base = default_config(cfg.model, cfg.data)
+    flags = []
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if not f.metadata.get("cli") or (value == getattr(base, f.name) and f.name not in ALWAYS_SHOWN):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(["cnnzoo train", cfg.model, "--data", shlex.quote(cfg.data), *flags])
+
+
+def recipe_fields() -> frozenset[str]:
+    """The fields some family, model or (model, data) recipe sets to another value than `TrainConfig`'s own
+    default (and `augment`, which each data set states): what `cnnzoo train --help` marks as varying."""
+    tables = (*_FAMILY_DEFAULTS.values(), *_MODEL_DEFAULTS.values(), *_RECIPES.values())
+    return frozenset({"augment", *(k for t in tables for k in t)})
 
 
 def default_augment(data: str) -> str:

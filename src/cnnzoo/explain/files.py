@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..artifacts.exported import OnnxModel
 from ..errors import CnnzooError
 from .maps import feature_maps, first_layer_filters, gradcam, saliency
 from .render import colorize, filter_grid, map_grid, overlay, save_png
@@ -58,6 +59,10 @@ def explain_images(
     if method not in METHODS:
         raise CnnzooError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
     out, model = Path(out), predictor.model
+    if isinstance(model, OnnxModel):  # a graph run by onnxruntime: no layers to look into, no gradients
+        raise CnnzooError(
+            f"{predictor.source} holds only model.onnx: explaining needs the PyTorch model (model.safetensors)"
+        )
     if method == "filters":
         return [save_png(filter_grid(first_layer_filters(model)), out / "filters.png", min_side=MIN_SIDE)]
     if not images:

@@ -56,6 +56,11 @@ class Predictor:
         self.classes: list[str] = list(meta["classes"])
         self.image_size: int = int(meta["image_size"])
         self.channels: int = int(meta["in_chans"])
+        for key in ("mean", "std"):  # configs read from disk were checked field by field (models._validate)
+            if len(meta[key]) != self.channels:
+                raise CnnzooError(
+                    f"{source or 'the checkpoint'}: {key} has {len(meta[key])} values for {self.channels} channel(s)"
+                )
         self.precision = precision or meta.get("eval_precision", "fp32")
         self._amp = autocast_dtype(self.precision, self.device)
         self._normalize = Normalize(meta["mean"], meta["std"], self.device)

@@ -132,6 +132,8 @@ def model_table(pattern: str = "*") -> list[dict]:
                "input_size": info.input_size, "min_size": info.min_size, "paper": info.paper}  # fmt: skip
         if info.family == "inception":  # the papers' and torchvision's counts differ on the aux heads
             row["params_without_aux"] = param_count_on_meta(name, aux_logits=False)
+            with torch.device("meta"):
+                row["aux_classifiers"] = len(build_model(name).classifier_names()) - 1
         rows.append(row)
     if not rows:
         raise CnnzooError(f"no model matches {pattern!r} (see `cnnzoo models`)")

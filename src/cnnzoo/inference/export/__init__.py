@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..._version import __version__
-from ...artifacts.exported import is_export_folder, load_export
+from ...artifacts.exported import OnnxModel, is_export_folder, load_export
 from ...artifacts.source import provenance
 from ...data import load_dataset
 from ...errors import CnnzooError
@@ -97,6 +97,10 @@ def export_model(
     out = Path(out)
     _check_out(out, overwrite)
     model, meta, label = open_model(source)
+    if isinstance(model, OnnxModel):
+        raise CnnzooError(
+            f"{label} holds only model.onnx: exporting needs the PyTorch weights (model.safetensors)"
+        )
     model = model.float().eval().cpu()
     config = export_config(model, meta, label)
     x, y, what = parity_batch(meta, config)

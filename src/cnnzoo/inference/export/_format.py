@@ -27,6 +27,7 @@ class Report(Protocol):
     package, so the format modules do not depend on the package that registers them)."""
 
     source: str
+    files: list[str]  # the folder's files written so far, in order
     images: str  # where the parity images came from
     parity: list[dict]  # per batch size: images, max_abs_diff, relative, top1
     checks: list[str]  # one line per other check that passed
@@ -47,6 +48,7 @@ class ExportFormat:
     write_order      among the chosen formats, lower is written and checked first (the order of the
                      report's files and checks; the card lists formats in registration order)
     card_parity      card_parity(report): lines of the card's parity section before the check lines, if any
+    description      what the file is, for the card's list of the folder's files
     """
 
     name: str
@@ -56,6 +58,7 @@ class ExportFormat:
     loading_snippet: Callable[[dict, Path], list[str]]
     write_order: int = 100
     card_parity: Callable[[Report], list[str]] | None = None
+    description: str = ""
 
 
 _REGISTRY: dict[str, ExportFormat] = {}

@@ -1,7 +1,8 @@
-"""The export folder's README.md: the Hub's metadata, data, recipe, accuracy, the parity figures, how to
-load each file.
+"""The export folder's README.md: the Hub's metadata, data, recipe, accuracy, the folder's files, the
+parity figures, how to load each file.
 
-Built from a table of sections; each format contributes its own loading snippet (and parity lines)."""
+Built from a table of sections; each format contributes its description, its loading snippet (and parity
+lines). The card describes the folder as written: only the files in it, and only the checks that ran."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from ..._version import __version__
+from ...artifacts.exported import ONNX, WEIGHTS
 from ._format import ExportFormat, Report, export_formats
 from .hub import front_matter
 
@@ -30,7 +32,7 @@ def model_card(config: dict, report: Report, formats: list[str], prov: dict, out
     card = _Card(config, report, tuple(f for f in export_formats() if f.name in formats), prov, out)
     data = config.get("dataset") or "unknown data"
     lines = [
-        *front_matter(config, prov),
+        *front_matter(config, prov, files=report.files),
         f"# {config['model']} trained on {data}",
         "",
         f"Exported by cnnzoo {__version__} (torch {torch.__version__}) from `{report.source}`.",
@@ -82,9 +84,33 @@ def _training(card: _Card) -> list[str]:
     return lines
 
 
+def _files(card: _Card) -> list[str]:
+    """Every file of the folder, what it is, and which one cnnzoo reads."""
+    what = {"config.json": "what a reader needs to feed the model: architecture, classes, input size, "
+            "channels, mean/std, framing, versions (cnnzoo's keys, and timm's beside them)"}  # fmt: skip
+    what |= {f.filename: f.description or f"the {f.name} export" for f in card.formats}
+    files = [*card.report.files, "README.md"]
+    lines = [f"- `{name}`: {what.get(name, 'this model card')}" for name in files]
+    if WEIGHTS in files:
+        reads = f"`{WEIGHTS}` (PyTorch)"
+    elif ONNX in files:
+        reads = f"`{ONNX}` through onnxruntime (no PyTorch weights here: no fine-tuning or re-export from this folder)"
+    else:
+        return [*lines, "", f"`cnnzoo.load` cannot read this folder: it reads `{WEIGHTS}` or `{ONNX}`."]
+    return [
+        *lines,
+        "",
+        f"`cnnzoo predict {card.out} IMAGE` and `cnnzoo.load({str(card.out)!r})` read {reads}.",
+    ]
+
+
 def _parity(card: _Card) -> list[str]:
+    """The checks that ran on this folder's files; where there is no ONNX file, the card says so."""
     lines = [line for f in card.formats if f.card_parity for line in f.card_parity(card.report)]
-    return lines + ([f"- {c}" for c in card.report.checks] or ["- (no ONNX file in this export)"])
+    lines += [f"- {c}" for c in card.report.checks]
+    if ONNX not in card.report.files:
+        lines.append("- (no ONNX file in this export, so no onnxruntime parity: add `--format onnx`)")
+    return lines
 
 
 def _loading(card: _Card) -> list[str]:
@@ -94,4 +120,4 @@ def _loading(card: _Card) -> list[str]:
     return lines
 
 
-SECTIONS = (("Model", _model), ("Parity", _parity), ("Loading each file", _loading))
+SECTIONS = (("Model", _model), ("Files", _files), ("Parity", _parity), ("Loading each file", _loading))

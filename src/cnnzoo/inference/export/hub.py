@@ -106,9 +106,10 @@ def timm_fields(model: nn.Module, meta: dict) -> dict:
     }
 
 
-def front_matter(config: dict, prov: dict) -> list[str]:
-    """The Hub's YAML metadata block that opens README.md (strings JSON-quoted: valid YAML whatever they hold)."""
-    timm = config.get("architecture") in TIMM_MODELS
+def front_matter(config: dict, prov: dict, files: list[str] | None = None) -> list[str]:
+    """The Hub's YAML metadata block that opens README.md (strings JSON-quoted: valid YAML whatever they hold).
+    timm's library and tag only where timm can load the folder: its network, and `model.safetensors` in `files`."""
+    timm = config.get("architecture") in TIMM_MODELS and (files is None or "model.safetensors" in files)
     family = model_info(config["model"]).family
     tags = ["image-classification", *(["timm"] if timm else []), "cnnzoo", family]
     data = config.get("dataset") or prov.get("dataset")

@@ -108,7 +108,7 @@ def card_parity(report: Report) -> list[str]:
 def loading_snippet(config: dict, out: Path) -> list[str]:
     c, s = config["in_chans"], config["image_size"]
     return [
-        "import numpy as np, onnxruntime as ort",
+        "import numpy as np, onnxruntime as ort  # no cnnzoo, no PyTorch needed",
         'session = ort.InferenceSession("model.onnx")',
         f"x = np.zeros((1, {c}, {s}, {s}), np.float32)  # normalised as above",
         'logits = session.run(None, {"images": x})[0]',
@@ -116,6 +116,7 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
 
 
 FORMAT = ExportFormat(
-    "onnx", "model.onnx", write, check, loading_snippet, write_order=10, card_parity=card_parity
-)
+    "onnx", "model.onnx", write, check, loading_snippet, write_order=10, card_parity=card_parity,
+    description=f"the network as an ONNX graph (opset {OPSET}, dynamic batch) for onnxruntime and other runtimes",
+)  # fmt: skip
 register_format(FORMAT)

@@ -51,5 +51,8 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
 
 
 # Written first: the cheap round trip of the weights, before the slow exporters.
-FORMAT = ExportFormat("safetensors", "model.safetensors", write, check, loading_snippet, write_order=0)
+FORMAT = ExportFormat(
+    "safetensors", "model.safetensors", write, check, loading_snippet, write_order=0,
+    description="the weights (float32); with config.json they rebuild the PyTorch model (cnnzoo, timm, torch.hub)",
+)  # fmt: skip
 register_format(FORMAT)

@@ -51,5 +51,8 @@ def loading_snippet(config: dict, out: Path) -> list[str]:
     ]
 
 
-FORMAT = ExportFormat("torchscript", "model.pt", write, check, loading_snippet, write_order=20)
+FORMAT = ExportFormat(
+    "torchscript", "model.pt", write, check, loading_snippet, write_order=20,
+    description="TorchScript: the network and its weights, for torch.jit.load without cnnzoo",
+)  # fmt: skip
 register_format(FORMAT)
