@@ -1,0 +1,102 @@
+"""Every kind of figure cnnzoo writes can be read: a title (on the figure and in the PNG's metadata), a
+minimum size in pixels, and no text smaller than about 10 px at the saved resolution.
+
+Each figure is inspected as `save_figure` receives it (the figure before saving), then read back from the
+PNG it wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cnnzoo.artifacts import figure
+from cnnzoo.engine import runlog
+
+MIN_TEXT_PX = 10
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """The figures passed to `save_figure` by the modules named, as (title, smallest text px, figure)."""
+    found: list[dict] = []
+
+    def watch(*modules):
+        def spy(fig, path, *, title, **kwargs):
+            out = figure.save_figure(fig, path, title=title, **kwargs)
+            # after save_figure: the title is on it and the text as it was written
+            found.append({"title": figure.figure_title(fig), "px": figure.smallest_text_px(fig), "fig": fig})
+            return out
+
+        for module in modules:
+            monkeypatch.setattr(module, "save_figure", spy)
+        return found
+
+    return watch
+
+
+def check_png(path: Path, *, min_size: tuple[int, int], title_has: str = "") -> str:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.width >= min_size[0] and im.height >= min_size[1], (path.name, im.size)
+        title = im.text.get("Title", "")
+    assert title.strip(), f"{path.name} has no Title"
+    assert title_has in title, (title, title_has)
+    return title
+
+
+def check_figures(found: list[dict], count: int) -> None:
+    assert len(found) == count
+    for f in found:
+        assert f["title"].strip()
+        assert f["px"] >= MIN_TEXT_PX, (f["title"], f["px"])
+
+
+def test_readable_text_colour_contrasts_with_the_cell():
+    assert figure.readable_text_colour((0.03, 0.19, 0.42, 1)) == "white"  # Blues' darkest
+    assert figure.readable_text_colour((0.97, 0.98, 1.0, 1)) == "black"  # Blues' lightest
+
+
+def test_save_figure_titles_raises_small_text_and_writes_metadata(tmp_path):
+    fig, ax = figure.new_figure(4, 3)
+    ax.plot([0, 1], [0, 1])
+    ax.text(0.5, 0.5, "tiny", fontsize=4)
+    ax.tick_params(labelsize=3)
+    assert figure.smallest_text_px(fig) < MIN_TEXT_PX  # the check can fail
+    figure.save_figure(fig, tmp_path / "f.png", title="a line")
+    assert figure.figure_title(fig) == "a line" and figure.smallest_text_px(fig) >= MIN_TEXT_PX
+    check_png(tmp_path / "f.png", min_size=(400, 300), title_has="a line")
+
+
+def test_loss_and_accuracy_curves(tmp_path, seen):
+    found = seen(runlog)
+    records = [
+        {
+            "epoch": e,
+            "train_loss": 2 / e,
+            "test_loss": 1.5 / e,
+            "train_acc": 50 + 10 * e,
+            "test_acc": 55 + 9 * e,
+        }
+        for e in (1, 2, 3)
+    ]
+    written = runlog.plot_curves(
+        records, tmp_path, name="lenet5 on mnist", label_smoothing=0.1, num_classes=10
+    )
+    assert [p.name for p in written] == ["loss.png", "accuracy.png"]
+    check_figures(found, 2)
+    loss_title = check_png(written[0], min_size=(600, 400), title_has="lenet5 on mnist")
+    assert "loss" in loss_title and "accuracy" in check_png(written[1], min_size=(600, 400))
+    ax = found[0]["fig"].axes[0]
+    assert ax.get_xlabel() == "epoch" and "loss" in ax.get_ylabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("label smoothing 0.1" in t for t in legend)  # why train loss sits above test loss, said
+    assert any("0.50" in t for t in legend)  # the floor smoothing puts under the train loss
+    assert found[1]["fig"].axes[0].get_ylabel() == "accuracy (%)"
+
+
+def test_smoothed_loss_floor():
+    assert runlog.smoothed_loss_floor(0.0, 10) == 0
+    assert runlog.smoothed_loss_floor(0.1, 10) == pytest.approx(0.5003, abs=1e-3)
