@@ -100,3 +100,41 @@ def test_loss_and_accuracy_curves(tmp_path, seen):
 def test_smoothed_loss_floor():
     assert runlog.smoothed_loss_floor(0.0, 10) == 0
     assert runlog.smoothed_loss_floor(0.1, 10) == pytest.approx(0.5003, abs=1e-3)
+
+
+def _luminance(rgb) -> float:
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a, b) -> float:
+    """WCAG's contrast ratio of two colours (1 to 21; 4.5 is its minimum for body text)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_confusion_matrix_titled_with_a_colour_bar_and_readable_counts(tmp_path, seen, k):
+    from matplotlib.colors import to_rgb
+
+    from cnnzoo.engine import evaluate
+
+    found = seen(evaluate)
+    confusion = [[(900 + i if i == j else (i * 7 + j) % 5) for j in range(k)] for i in range(k)]
+    classes = [f"class-{i}" for i in range(k)]
+    path = evaluate.plot_confusion(confusion, classes, tmp_path / "c.png", title="m on d: accuracy 99.00%")
+    check_figures(found, 1)
+    check_png(path, min_size=(500, 400), title_has="accuracy 99.00%")
+    fig = found[0]["fig"]
+    ax, bar = fig.axes[0], fig.axes[1]  # the matrix, its colour bar
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert "test images" in bar.get_ylabel()
+    image = ax.get_images()[0]
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    for i in range(k):
+        cell = image.cmap(image.norm(confusion[i][i]))
+        text = texts[(i, i)]
+        assert text.get_text() == str(confusion[i][i])
+        assert contrast(to_rgb(text.get_color()), cell) >= 4.5, (i, text.get_color(), cell)
+    off = texts[(0, 1)]
+    assert contrast(to_rgb(off.get_color()), image.cmap(image.norm(max(confusion[0][1], 1)))) >= 2

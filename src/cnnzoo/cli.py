@@ -205,7 +205,11 @@ def cmd_evaluate(args) -> int:
     png = explicit or default_confusion_png(ckpt, data)  # never into the installed package's folder
     try:
         if png is not None:
-            plot_confusion(metrics["confusion"], ckpt.classes, png)
+            title = (
+                f"{ckpt.meta['model']} on {data}: accuracy {metrics['accuracy']:.2f}% "
+                f"of {metrics['images']:,} test images"
+            )
+            plot_confusion(metrics["confusion"], ckpt.classes, png, title=title)
     except CnnzooError as e:
         if explicit:
             raise

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import atomic_write, note
+from .._io import note
+from ..artifacts.figure import SIZES, label_axes, new_figure, pyplot, readable_text_colour, save_figure
 from ..artifacts.source import Opened, open_source
 from ..data import load_dataset
 from ..errors import CnnzooError
@@ -161,26 +163,42 @@ def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
-    import matplotlib
+def plot_confusion(
+    confusion: list[list[int]], classes: list[str], path: Path, *, title: str = "Confusion matrix"
+) -> Path:
+    """The confusion matrix as a picture: counts on a log colour scale (so a handful of errors shows beside
+    a thousand right answers; blank cells are 0), a colour bar, and each count written in black or white,
+    whichever reads on its cell. `title` says whose matrix on what ("lenet5 on mnist: accuracy 99.25%")."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    counts = np.asarray(confusion, dtype=np.float64)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(min(12, 2 + 0.45 * k), min(12, 2 + 0.45 * k)), dpi=100)
-    ax.imshow(torch.tensor(confusion, dtype=torch.float).log1p(), cmap="Blues")
-    ax.set_xticks(range(k), [str(c) for c in classes], rotation=90 if k > 12 else 0)
-    ax.set_yticks(range(k), [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    side = min(14.0, 3.0 + 0.5 * k)
+    fig, ax = new_figure(side + 1.5, side)
+    cmap = plt.get_cmap("Blues").with_extremes(bad="white")  # zero counts: nothing to colour
+    norm = LogNorm(vmin=1, vmax=max(2.0, counts.max()))
+    image = ax.imshow(np.ma.masked_less(counts, 1), cmap=cmap, norm=norm)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("test images (log scale; white = none)", fontsize=SIZES["label"])
+    bar.ax.tick_params(labelsize=SIZES["tick"])
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 1, 10, 100: not 10^2
+    names = [str(c) for c in classes]
+    long = k > 12 or max(len(n) for n in names) > 3
+    ax.set_xticks(
+        range(k),
+        names,
+        rotation=90 if k > 12 else (40 if long else 0),
+        ha="right" if long and k <= 12 else "center",
+    )
+    ax.set_yticks(range(k), names)
+    label_axes(ax, xlabel="predicted class", ylabel="true class")
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(confusion[i][j]), ha="center", va="center", fontsize=7)
-    fig.tight_layout()
-    try:  # a failure (read-only folder, full disk) is one CnnzooError naming the file and the cause
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-    return Path(path)
+                v = counts[i, j]
+                colour = readable_text_colour(cmap(norm(v))) if v >= 1 else "0.55"  # gray 0s recede
+                ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=SIZES["small"], color=colour)
+    # a failure (read-only folder, full disk) is one CnnzooError naming the file and the cause
+    return save_figure(fig, Path(path), title=title)
