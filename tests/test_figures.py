@@ -138,3 +138,28 @@ def test_confusion_matrix_titled_with_a_colour_bar_and_readable_counts(tmp_path,
         assert contrast(to_rgb(text.get_color()), cell) >= 4.5, (i, text.get_color(), cell)
     off = texts[(0, 1)]
     assert contrast(to_rgb(off.get_color()), image.cmap(image.norm(max(confusion[0][1], 1)))) >= 2
+
+
+def test_explain_figures_titled_with_the_class_and_a_colour_bar(tmp_path, seen):
+    import numpy as np
+
+    import cnnzoo
+    from cnnzoo.data import load_dataset
+    from cnnzoo.explain import explain_images, figures
+
+    found = seen(figures)
+    predictor = cnnzoo.load("lenet5:mnist")
+    digit = load_dataset("mnist").test.images[0, 0].numpy()  # a 7
+    written = []
+    for method in ("gradcam", "saliency", "filters"):
+        written += explain_images(predictor, [np.asarray(digit)], method, tmp_path)
+    check_figures(found, 3)
+    for f, method in zip(found[:2], ("Grad-CAM", "saliency"), strict=True):
+        assert method in f["title"] and "class '7'" in f["title"] and "p " in f["title"]
+        assert any(ax.get_ylabel() for ax in f["fig"].axes[2:])  # the colour bar says what 0..1 means
+    for path in written:
+        check_png(path, min_size=(400, 200))
+    # the overlay is clear where the map is cold: no colour over the background
+    heat = next(im for im in found[0]["fig"].axes[1].get_images() if im.get_array().ndim == 3)
+    rgba = np.asarray(heat.get_array())
+    assert rgba[..., 3].min() == 0 and rgba[..., 3].max() > 0.5

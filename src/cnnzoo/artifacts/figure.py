@@ -11,6 +11,7 @@ matplotlib is imported inside the functions: a command that draws nothing never 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .._io import atomic_write
@@ -107,7 +108,9 @@ def save_figure(fig, path: str | Path, *, title: str, rect=None) -> Path:
                 axis.set_tick_params(labelsize=MIN_POINTS)
     path = Path(path)
     try:
-        fig.tight_layout(rect=rect)
+        with warnings.catch_warnings():  # a colour bar beside a grid of axes: laid out as well as it can be
+            warnings.filterwarnings("ignore", message=".*not compatible with tight_layout")
+            fig.tight_layout(rect=rect)
         atomic_write(
             path,
             lambda tmp: fig.savefig(
