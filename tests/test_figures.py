@@ -163,3 +163,24 @@ def test_explain_figures_titled_with_the_class_and_a_colour_bar(tmp_path, seen):
     heat = next(im for im in found[0]["fig"].axes[1].get_images() if im.get_array().ndim == 3)
     rgba = np.asarray(heat.get_array())
     assert rgba[..., 3].min() == 0 and rgba[..., 3].max() > 0.5
+
+
+def test_transfer_calibration_figure(tmp_path, seen):
+    """The transfer study's grid figure (it was 691x223 px with ~6 px text), drawn from its committed results."""
+    import json
+
+    from cnnzoo.studies import transfer_report
+
+    found = seen(transfer_report)
+    results = json.loads((Path(__file__).parents[1] / "reports" / "transfer" / "results.json").read_text())
+    grid = next(g for g in results["grids"] if g["name"] == "calibration")
+    transfer_report._plot(grid, tmp_path / "calibration.png")
+    check_figures(found, 1)
+    check_png(tmp_path / "calibration.png", min_size=(1200, 400), title_has="calibration grid")
+    for ax in found[0]["fig"].axes:
+        assert (
+            ax.get_title()
+            and ax.get_xlabel() == "training images per class"
+            and "accuracy" in ax.get_ylabel()
+        )
+    assert found[0]["fig"].legends  # one legend, for every panel
