@@ -184,3 +184,43 @@ def test_transfer_calibration_figure(tmp_path, seen):
             and "accuracy" in ax.get_ylabel()
         )
     assert found[0]["fig"].legends  # one legend, for every panel
+
+
+def test_pictures_of_the_errors(tmp_path, seen):
+    """errors.png, confused_pairs.png and per_class.png from a made-up evaluation of 40 RGB images."""
+    import torch
+
+    from cnnzoo.data.base import ArrayDataset, DatasetInfo
+    from cnnzoo.engine import mistakes
+
+    found = seen(mistakes)
+    classes = ["T-shirt/top", "Trouser", "Ankle boot"]
+    info = DatasetInfo("made-up", tuple(classes), 32, 3, (0.5,) * 3, (0.25,) * 3)
+    gen = torch.Generator().manual_seed(0)
+    n = 40
+    test = ArrayDataset(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(n) % 3, info
+    )
+    pred = torch.where(torch.arange(n) % 4 == 0, (test.labels + 1) % 3, test.labels)
+    per_image = {
+        "label": test.labels,
+        "pred": pred,
+        "loss": torch.rand(n, generator=gen) * 5,
+        "prob_pred": torch.rand(n, generator=gen),
+        "prob_true": torch.rand(n, generator=gen),
+    }
+    confusion = torch.zeros(3, 3, dtype=torch.long)
+    confusion.index_put_((test.labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
+    metrics = {"confusion": confusion.tolist(), "images": n, "accuracy": 75.0, "per_image": per_image}
+    report = mistakes.error_report(metrics, classes)
+    written = mistakes.write_error_pictures(metrics, report, test, classes, tmp_path, name="m on made-up")
+    assert [p.name for p in written] == list(mistakes.PICTURES)
+    check_figures(found, 3)
+    check_png(written[0], min_size=(800, 300), title_has="most-wrong of 10 misclassified")
+    check_png(written[1], min_size=(800, 300), title_has="most-confused class pairs")
+    check_png(written[2], min_size=(600, 300), title_has="precision and recall")
+    captions = [t.get_text() for t in found[0]["fig"].axes[0].texts]
+    first = report["most_wrong"][0]
+    assert (
+        captions[0].startswith(f"true {first['true']}\npred {first['predicted']}") and "loss" in captions[0]
+    )
