@@ -66,7 +66,7 @@ def label_axes(ax, *, title: str | None = None, xlabel: str | None = None, ylabe
 def _texts(fig):
     from matplotlib.text import Text
 
-    fig.canvas.draw()  # tick labels are made when the figure is drawn
+    fig.draw_without_rendering()  # tick labels are made when the figure is drawn
     return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
