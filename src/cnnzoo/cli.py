@@ -199,35 +199,59 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ._io import note, output_file
-    from .engine.evaluate import default_confusion_png, evaluate_checkpoint, format_confusion, plot_confusion
+    from ._io import note, output_file, output_folder
+    from .engine.evaluate import default_confusion_png, evaluate_source, format_confusion, plot_confusion
+    from .engine.mistakes import default_errors_dir, error_report, write_error_pictures
 
     explicit = output_file(args.confusion_png, "--confusion-png") if args.confusion_png else None
-    metrics, ckpt = evaluate_checkpoint(
+    errors_dir = output_folder(args.errors_dir, "--errors-dir") if args.errors_dir else None
+    ev = evaluate_source(
         args.checkpoint,
         args.data,
         data_dir=args.data_dir,
         device=args.device,
         precision=args.precision,
         tta=args.tta,
+        per_image=True,
     )
+    metrics, ckpt = ev.metrics, ev.opened
     data = metrics["dataset"]  # --data, or the checkpoint's own
+    name = f"{ckpt.meta['model']} on {data}"
     png = explicit or default_confusion_png(ckpt, data)  # never into the installed package's folder
     try:
         if png is not None:
-            plot_confusion(metrics["confusion"], ckpt.classes, png)
+            title = f"{name}: accuracy {metrics['accuracy']:.2f}% of {metrics['images']:,} test images"
+            plot_confusion(metrics["confusion"], ckpt.classes, png, title=title)
     except CnnzooError as e:
         if explicit:
             raise
         note(f"{e}; the confusion matrix plot is not written (choose where with --confusion-png)")
         png = None
+    report = error_report(metrics, ckpt.classes)
+    folder = errors_dir or default_errors_dir(ckpt, data)
+    pictures = []
+    try:
+        if folder is not None:
+            pictures = write_error_pictures(metrics, report, ev.test, ckpt.classes, folder, name=name)
+    except CnnzooError as e:
+        if errors_dir:
+            raise
+        note(f"{e}; the pictures of the errors are not written (choose where with --errors-dir)")
+    metrics.pop("per_image")
     if args.json:
-        _print_json({**metrics, "classes": ckpt.classes, "confusion_png": str(png) if png else None})
+        _print_json(
+            {
+                **metrics,
+                **report,
+                "classes": ckpt.classes,
+                "confusion_png": str(png) if png else None,
+                "pictures": {p.stem: str(p) for p in pictures},
+            }
+        )
         return 0
     top5 = f", top-5 {metrics['top5']:.2f}%" if metrics["top5"] is not None else ""
     print(
-        f"{ckpt.meta['model']} on {data} ({metrics['images']:,} test images): "
-        f"accuracy {metrics['accuracy']:.2f}%{top5}, loss {metrics['loss']:.4f}"
+        f"{name} ({metrics['images']:,} test images): accuracy {metrics['accuracy']:.2f}%{top5}, loss {metrics['loss']:.4f}"
     )
     print(
         "per-class accuracy: "
@@ -235,9 +259,41 @@ def cmd_evaluate(args) -> int:
     )
     print("confusion matrix (rows: true, columns: predicted):")
     print(format_confusion(metrics["confusion"], ckpt.classes))
+    _print_error_report(report, ckpt.classes, metrics["confusion"])
     if png is not None:
         print(f"confusion matrix plot: {png}")
+    if pictures:
+        print(f"pictures of the errors: {', '.join(str(p) for p in pictures)}")
+    elif folder is None:
+        print("pictures of the errors: not written for bundled weights (choose where with --errors-dir)")
     return 0
+
+
+def _print_error_report(report: dict, classes: list, confusion: list) -> None:
+    """Per-class precision and recall as a table, the most-confused pairs, the most-wrong images."""
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    width = max(5, *(len(str(c)) for c in classes))
+    print(f"{'class':<{width}}  precision  recall  images")
+    for c, p, r, row in zip(classes, report["precision"], report["recall"], confusion, strict=True):
+        print(f"{str(c):<{width}}  {pct(p):>9}  {pct(r):>6}  {sum(row):>6,}")
+    pairs = report["confused_pairs"]
+    if pairs:
+        print(
+            "most-confused pairs (true -> predicted: images): "
+            + ", ".join(f"{q['true']} -> {q['predicted']}: {q['count']:,}" for q in pairs)
+        )
+    worst = report.get("most_wrong") or []
+    if worst:
+        print(
+            f"most-wrong test images ({report['misclassified']:,} misclassified): "
+            + ", ".join(
+                f"#{w['index']} {w['true']} as {w['predicted']} (p {w['probability']:.2f}, loss {w['loss']:.2f})"
+                for w in worst[:5]
+            )
+        )
 
 
 def cmd_predict(args) -> int:
@@ -501,6 +557,12 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _add_precision_option(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--confusion-png", help="where to write the confusion matrix plot")
+    p.add_argument(
+        "--errors-dir",
+        help="folder for the pictures of the errors: errors.png (the most-wrong test images), "
+        "confused_pairs.png, per_class.png (default: evaluation/ beside the checkpoint; "
+        "evaluation-DATA/ for other --data)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

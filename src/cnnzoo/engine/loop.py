@@ -134,7 +134,13 @@ def fit(
         if interrupted:
             return _result(ctx, state, history, start, step, interrupted=True)
         if ctx.writes:
-            plot_curves(history, ctx.run_dir)
+            plot_curves(
+                history,
+                ctx.run_dir,
+                name=f"{cfg.model} on {cfg.data}",
+                label_smoothing=cfg.label_smoothing,
+                num_classes=len(ctx.meta.get("classes", ())),
+            )
         result = _result(ctx, state, history, start, step)
         if tb is not None:
             tb.finish_run(result, test_loader, ctx, cfg, epochs=result.epochs_run, predictions=ctx.save)

@@ -6,15 +6,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..artifacts.exported import OnnxModel
 from ..errors import CnnzooError
-from .maps import feature_maps, first_layer_filters, gradcam, saliency
-from .render import colorize, filter_grid, map_grid, overlay, save_png
+from .figures import filters_figure, grid_figure, heat_figure, image_figure
+from .maps import feature_maps, first_conv_name, first_layer_filters, gradcam, saliency
 
 __all__ = ["METHODS", "explain_images", "class_index"]
 
 METHODS = ("featuremaps", "filters", "gradcam", "saliency")
-MIN_SIDE = 224  # small maps are enlarged (nearest) to at least this many pixels, to be seen
 
 
 def class_index(classes: Sequence[str], target: str | int | None) -> int | None:
@@ -64,7 +65,9 @@ def explain_images(
             f"{predictor.source} holds only model.onnx: explaining needs the PyTorch model (model.safetensors)"
         )
     if method == "filters":
-        return [save_png(filter_grid(first_layer_filters(model)), out / "filters.png", min_side=MIN_SIDE)]
+        name, w = first_conv_name(model), first_layer_filters(model)
+        title = f"First convolution ({name}): {len(w)} kernels of {w.shape[-2]}x{w.shape[-1]} pixels"
+        return [filters_figure(w, out / "filters.png", title=title)]
     if not images:
         raise CnnzooError(f"--method {method} needs at least one image")
     t = class_index(predictor.classes, target)
@@ -73,18 +76,29 @@ def explain_images(
         seen = predictor.to_uint8(image).numpy()  # (C, S, S): the picture the model reads
         x = predictor.preprocess([image])
         if method == "featuremaps":
-            written.append(save_png(seen, out / f"{stem}-input.png", min_side=MIN_SIDE))
+            title = f"{stem}: the input, as the model reads it"
+            written.append(image_figure(seen, out / f"{stem}-input.png", title=title))
             for i, lm in enumerate(feature_maps(model, x)):
                 path = out / f"{stem}-{i + 1:02d}-{lm.kind}-{lm.name}.png"
-                written.append(save_png(map_grid(lm.maps[0]), path, min_side=MIN_SIDE))
-        elif method == "gradcam":
-            cam = gradcam(model, x, target=t, layer=layer)
-            name = file_part(predictor.classes[cam.target[0]])
-            path = out / f"{stem}-gradcam-{name}.png"
-            written.append(save_png(overlay(seen, cam.maps[0]), path, min_side=MIN_SIDE))
+                c, h, w = lm.maps.shape[1:]
+                title = f"{stem}: layer {lm.name} ({lm.kind}), {c} maps of {h}x{w}, each on its own scale"
+                written.append(grid_figure(lm.maps[0], path, title=title))
+            continue
+        if method == "gradcam":
+            heat = gradcam(model, x, target=t, layer=layer)
+            what = f"Grad-CAM at layer {heat.layer}"
+            bar = "evidence for the class (1 = the image's strongest)"
         else:
-            sal = saliency(model, x, target=t)
-            name = file_part(predictor.classes[sal.target[0]])
-            path = out / f"{stem}-saliency-{name}.png"
-            written.append(save_png(colorize(sal.maps[0], scaled=True), path, min_side=MIN_SIDE))
+            heat = saliency(model, x, target=t)
+            what = "saliency |d score / d pixel|"
+            bar = "|gradient| (1 = the image's largest)"
+        k = heat.target[0]
+        prob = float(
+            np.exp(heat.logits[0] - heat.logits[0].max())[k]
+            / np.exp(heat.logits[0] - heat.logits[0].max()).sum()
+        )
+        chosen = "the predicted class" if t is None else "the class asked for"
+        title = f"{stem}: {what} for class {predictor.classes[k]!r} ({chosen}, p {prob:.2f})"
+        path = out / f"{stem}-{method}-{file_part(predictor.classes[k])}.png"
+        written.append(heat_figure(seen, heat.maps[0], path, title=title, bar_label=bar))
     return written

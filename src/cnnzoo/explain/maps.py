@@ -36,6 +36,7 @@ __all__ = [
     "DenseActivations",
     "dense_activations",
     "first_layer_filters",
+    "first_conv_name",
     "default_layer",
     "gradcam",
     "saliency",
@@ -157,6 +158,11 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Module]:
         if isinstance(m, nn.Conv2d):
             return n, m
     raise CnnzooError(f"{type(model).__name__} has no convolution")
+
+
+def first_conv_name(model: nn.Module) -> str:
+    """The dotted name of the first convolution (the one `first_layer_filters` reads)."""
+    return _first_conv(model)[0]
 
 
 def first_layer_filters(model: nn.Module) -> np.ndarray:

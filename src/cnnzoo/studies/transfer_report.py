@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from ..artifacts.figure import SIZES, label_axes, new_figure, save_figure
 from ..transfer.advise import LARGE, SCRATCH_GAIN, SIMILAR_PROBE, SMALL, TABLE, ambiguities, recommend
 from ..transfer.calibrate import fit_rules
 from ..transfer.trial import Trial
@@ -214,17 +215,15 @@ def bn_comparison(grid: dict) -> list[tuple[str, int | str, str, float, float]]:
 
 
 def _plot(grid: dict, path: Path) -> None:
-    """One small figure per setting of the grid, side by side: accuracy against images per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One panel per setting of the grid, side by side: accuracy against images per class, a line per
+    strategy (mean ± std over seeds), the legend below; at least ~10 px text at the saved size."""
     settings = grid["settings"]
-    cols = min(4, len(settings))
+    cols = min(3, len(settings))
     rows_n = -(-len(settings) // cols)
-    width, height = max(3.2 * cols, 6.4), 2.6 * rows_n + 0.5  # the legend below needs the width
-    fig, axes = plt.subplots(rows_n, cols, figsize=(width, height), dpi=72, squeeze=False)
+    strategies = _strategies(settings[0]["rows"][0])
+    legend_rows = -(-len(strategies) // 5)
+    width, height = 4.4 * cols + 0.4, 3.6 * rows_n + 0.5 + 0.3 * legend_rows
+    fig, axes = new_figure(max(width, 7.5), height, nrows=rows_n, ncols=cols, squeeze=False)
     for ax in axes.flat[len(settings) :]:
         ax.axis("off")
     for ax, setting in zip(axes.flat, settings, strict=False):
@@ -234,20 +233,24 @@ def _plot(grid: dict, path: Path) -> None:
             stds = [r["cells"][strategy]["std"] for r in rows]
             style = "--" if strategy.endswith("+bn") else "-"
             ax.errorbar(
-                range(len(rows)), means, yerr=stds, marker="o", ms=3, capsize=2, label=strategy, ls=style
+                range(len(rows)), means, yerr=stds, marker="o", ms=4, capsize=3, label=strategy, ls=style
             )
         ax.set_xticks(range(len(rows)), [str(r["samples_per_class"]) for r in rows])
-        ax.set_title(f"{setting['source_data']} → {setting['target_data']}", fontsize=8)
-        ax.tick_params(labelsize=7)
+        label_axes(
+            ax,
+            title=f"{setting['source_data']} → {setting['target_data']}",
+            xlabel="training images per class",
+            ylabel="test accuracy (%)",
+        )
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("test accuracy (%)", fontsize=8)
-    axes.flat[0].set_xlabel("images per class", fontsize=8)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False)
-    fig.suptitle(f"{grid['name']} grid, {grid['model']}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.5 / height * (1 + (len(labels) > 5)), 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=SIZES["tick"], frameon=False
+    )
+    title = (
+        f"Transfer study, {grid['name']} grid ({grid['model']}): accuracy by strategy (mean ± std over seeds)"
+    )
+    save_figure(fig, path, title=title, rect=(0, (0.15 + 0.3 * legend_rows) / height, 1, 1))
 
 
 def _mark(row: dict, pick: str | None) -> str:
