@@ -147,6 +147,11 @@ def cmd_train(args) -> int:
     from .engine.config import default_config, load_config
     from .engine.runfolder import count
 
+    if args.auto_resume and (args.resume or args.overwrite):
+        other = "--resume" if args.resume else "--overwrite"
+        raise CnnzooError(
+            f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
+        )
     if args.resume:
         if args.config or args.overwrite:
             raise CnnzooError(
@@ -170,7 +175,9 @@ def cmd_train(args) -> int:
             )
         else:
             cfg = default_config(args.model, args.data or "mnist", **overrides)
-        result = train(cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite)
+        result = train(
+            cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, auto_resume=args.auto_resume
+        )
     if result.interrupted:
         return 130
     if result.already_finished:
@@ -425,6 +432,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="continue the run in this folder where it stopped (with --epochs N: train it to N epochs)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue --out RUN when it holds an unfinished run of this configuration, else start it (for "
+        "schedulers that requeue the same command)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p)
 
@@ -717,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except CnnzooError as e:
         print(f"cnnzoo: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         print("cnnzoo: interrupted", file=sys.stderr)
         return 130

@@ -21,7 +21,7 @@ from .._io import describe_os_error, note, output_file, output_folder  # noqa: F
 from ..artifacts.checkpoint import PREVIOUS, read_meta, stale_temporaries
 from ..errors import CnnzooError
 
-__all__ = ["RunLock", "new_run"]
+__all__ = ["RunLock", "new_run", "holds_trained_run", "describe_run"]
 
 LOCK_NAME = ".cnnzoo.lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "accuracy.png")
@@ -121,6 +121,11 @@ def clean_temporaries(run_dir: Path) -> None:
 def _run_files(run_dir: Path) -> list[Path]:
     names = [*RUN_FILES, *(tag + suffix for tag in CHECKPOINT_TAGS for suffix in CHECKPOINT_SUFFIXES)]
     return [run_dir / n for n in names if (run_dir / n).exists()]
+
+
+def holds_trained_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run that trained (metrics or a checkpoint), not only a configuration."""
+    return any(p.name != "config.json" for p in _run_files(Path(run_dir)))
 
 
 def describe_run(run_dir: Path) -> str:

@@ -1,0 +1,200 @@
+"""Elastic training (issue 19): a torchrun restart continues the run folder from its last checkpoint, a rank
+whose peer died says so in one line, and `--auto-resume` continues a run a scheduler requeued.
+
+The torchrun tests run 2 gloo ranks on small slices of MNIST (a few seconds of training each); a worker is
+killed with SIGKILL once a mid-epoch checkpoint exists, as in the issue.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnzoo.cli import main
+from cnnzoo.data.loader import InMemoryLoader
+
+# 1280 images in batches of 32: 40 steps per epoch, mid-epoch saves after batches 1 and 21 (every host sync)
+REQUEUE = ["lenet5", "--train-subset", "1280", "--batch-size", "32", "--epochs", "2", "--eval-every", "2",
+           "--precision", "fp32", "--device", "cpu", "--quiet", "--checkpoint-minutes", "1e-9"]  # fmt: skip
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing in cnnzoo catches it."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, port: int, nproc: int = 2, restarts: int = 0) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+            f"--max-restarts={restarts}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+            "--monitor-interval=0.1", *args]  # fmt: skip
+
+
+def weights(run: Path) -> dict:
+    return load_file(str(run / "last.safetensors"))
+
+
+def assert_close_weights(a: Path, b: Path, tol: float) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=tol, atol=tol)
+
+
+def epochs_logged(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("cnnzoo: error: ") and not any("Traceback" in x for x in err), err
+    return err[-1]
+
+
+# --- --auto-resume: a scheduler requeues the same command --------------------------------------------------
+
+
+def test_auto_resume_continues_a_requeued_run_exactly(tmp_path, monkeypatch, capsys):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert main(["train", *REQUEUE, "--out", str(straight)]) == 0
+    requeued = ["train", *REQUEUE, "--out", str(run), "--auto-resume"]
+    # the first attempt starts the empty folder and is killed at batch 30 of epoch 2 (saved: batch 21)
+    original_iter, seen = InMemoryLoader.__iter__, [0]
+
+    def dying_iter(self):
+        for batch in original_iter(self):
+            if self.shuffle:
+                seen[0] += 1
+                if seen[0] == 40 + 30:
+                    raise Killed
+            yield batch
+
+    monkeypatch.setattr(InMemoryLoader, "__iter__", dying_iter)
+    with pytest.raises(Killed):
+        main(requeued)
+    monkeypatch.setattr(InMemoryLoader, "__iter__", original_iter)
+    saved = json.loads((run / "last.json").read_text())
+    assert (saved["epoch"], saved["batch"]) == (1, 21)
+    capsys.readouterr()
+    # requeued: the same command continues it, says so once, and ends as the uninterrupted run
+    assert main(requeued) == 0
+    captured = capsys.readouterr()
+    assert (
+        captured.err.count(
+            f"--auto-resume: continuing {run} from its last checkpoint (1 of 2 epochs done, 21 batches into the next)"
+        )
+        == 1
+    )
+    assert epochs_logged(run) == [1, 2]
+    assert_close_weights(straight, run, 1e-6)
+    # requeued once more after it finished: nothing to train, exit 0
+    assert main(requeued) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert epochs_logged(run) == [1, 2]
+
+
+def test_auto_resume_refuses_another_configuration(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *REQUEUE, "--epochs", "1", "--out", str(run)]
+    assert main(args) == 0
+    before = (run / "last.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--auto-resume", "--lr", "0.01"]) == 2
+    line = one_line_error(capsys)
+    assert (
+        f"--auto-resume: {run} already holds another run (lenet5 on mnist, 1 of 1 epochs done; --lr 0.01"
+        in line
+    )
+    assert "--overwrite" in line
+    assert (run / "last.safetensors").read_bytes() == before  # untouched
+    for extra, message in [
+        (["--overwrite"], "--overwrite does not go with it"),
+        (["--resume", str(run)], "--resume does not go with it"),
+    ]:
+        assert main([*args, "--auto-resume", *extra]) == 2
+        assert message in one_line_error(capsys)
+    assert main(["train", *REQUEUE, "--auto-resume"]) == 2
+    assert "--auto-resume continues the run folder --out names" in one_line_error(capsys)
+
+
+# --- torchrun: a rank killed, the job restarted -------------------------------------------------------------
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker `rank` (a child of the launcher), read from its environment."""
+    try:
+        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    except OSError:
+        return None
+    for pid in children:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
+def test_torchrun_restart_resumes_a_killed_run_exactly(tmp_path):
+    """The issue's command with rank 1 killed (kill -9) after a mid-epoch checkpoint: rank 0 prints one line,
+    torchrun restarts both, the run continues from the checkpoint and ends as an uninterrupted run."""
+    # 1536 images in global batches of 32: 48 steps per epoch, a mid-epoch save at every 20th
+    args = ["train", "lenet5", "--train-subset", "1536", "--batch-size", "32", "--epochs", "3",
+            "--eval-every", "3", "--precision", "fp32", "--device", "cpu", "--quiet",
+            "--checkpoint-minutes", "1e-9"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    jobs = {}
+    for name in ("run", "straight"):  # the uninterrupted reference runs beside the job whose rank is killed
+        cmd = torchrun("-m", "cnnzoo", *args, "--out", str(tmp_path / name), port=free_port(), restarts=2)
+        with (tmp_path / f"{name}.out").open("w") as out, (tmp_path / f"{name}.err").open("w") as err:
+            jobs[name] = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+    job = jobs["run"]
+    killed, deadline = None, time.monotonic() + 240
+    try:
+        while job.poll() is None and killed is None and time.monotonic() < deadline:
+            try:
+                meta = json.loads((run / "last.json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            if meta.get("epoch", 0) >= 1 and meta.get("batch"):  # a mid-epoch checkpoint of epoch 2
+                killed = rank_pid(job.pid, 1)
+                if killed:
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.02)
+        for j in jobs.values():
+            j.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for j in jobs.values():
+            if j.poll() is None:
+                j.kill()
+    assert jobs["straight"].returncode == 0, (tmp_path / "straight.err").read_text()[-3000:]
+    stderr = (tmp_path / "run.err").read_text()
+    assert killed, "rank 1 was not found to kill before the run ended"
+    assert job.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lost = re.findall(r"cnnzoo: error: rank 0: .*", stderr)
+    assert len(lost) <= 1 and all(  # torchrun's SIGTERM may come before gloo's error
+        re.match(r"cnnzoo: error: rank 0: (lost contact with rank 1 \(.+\)|stopped by SIGTERM.*) at epoch \d+, "
+                 rf"batch \d+ of 48; last checkpoint {re.escape(str(run))}/last\.safetensors \(epoch \d+, batch \d+\)", x)
+        for x in lost
+    ), lost  # fmt: skip
+    assert "already holds a run" not in stderr
+    assert stderr.count("torchrun restart 1: continuing") == 1, stderr[-3000:]
+    assert epochs_logged(run) == [1, 2, 3]
+    assert_close_weights(straight, run, 1e-4)
