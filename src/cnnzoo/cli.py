@@ -272,29 +272,67 @@ def cmd_export(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .transfer.finetune import FinetuneConfig, finetune
+    from .engine.resume import resume_run_dir
+    from .engine.runfolder import count, read_json
+    from .transfer.finetune import FinetuneConfig, finetune, resume_finetune
     from .transfer.freeze import parse_lr
     from .transfer.recipe import finetune_plan
 
     lr = parse_lr(args.lr) if args.lr is not None else None
     overrides = train_overrides(args)
     overrides["lr"] = lr if isinstance(lr, float) else (lr[1] if lr else None)
-    ft = FinetuneConfig(
-        source=args.source,
-        strategy=args.strategy,
-        model=args.model,
-        lr_range=lr if isinstance(lr, tuple) else None,
-        layer_decay=args.layer_decay,
-        head_epochs=args.head_epochs,
-        train_bn=args.train_bn,
-        cache_flip=args.cache_flip,
-        samples_per_class=args.samples_per_class or 0,
-    )
-    # the recipe the transfer study measured, for this strategy and this many images; flags override it
-    ft, cfg, splits = finetune_plan(ft, args.data, **overrides)
-    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, splits=splits)
+    if args.auto_resume and (args.resume or args.overwrite):
+        other = "--resume" if args.resume else "--overwrite"
+        raise CnnzooError(
+            f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
+        )
+    if args.resume:
+        given = [f for f in ("source", "data", "strategy", "model", "overwrite") if getattr(args, f)]
+        if given or (args.out and args.out != args.resume):
+            flag = {"source": "--from"}.get(given[0], "--" + given[0]) if given else "--out"
+            raise CnnzooError(
+                f"--resume continues {args.resume} as recorded; {flag} does not go with it (a new fine-tuning "
+                "run: give --from and --data without --resume)"
+            )
+        result = resume_finetune(args.resume, changes=overrides, quiet=args.quiet)
+        strategy = read_json(resume_run_dir(args.resume) / "config.json")["finetune"]["strategy"]
+    else:
+        if not args.source or not args.data:
+            raise CnnzooError("name the source and the target: --from SOURCE --data DATA (or --resume RUN)")
+        strategy = args.strategy or "head"
+        ft = FinetuneConfig(
+            source=args.source,
+            strategy=strategy,
+            model=args.model,
+            lr_range=lr if isinstance(lr, tuple) else None,
+            layer_decay=args.layer_decay,
+            head_epochs=args.head_epochs,
+            train_bn=args.train_bn,
+            cache_flip=args.cache_flip,
+            samples_per_class=args.samples_per_class or 0,
+        )
+        # the recipe the transfer study measured, for this strategy and this many images; flags override it
+        ft, cfg, splits = finetune_plan(ft, args.data, **overrides)
+        result = finetune(
+            ft,
+            cfg,
+            run_dir=args.out,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+            splits=splits,
+            auto_resume=args.auto_resume,
+        )
+    if result.interrupted:  # the hint to continue is printed; no accuracy of an unfinished run
+        return 130
+    if result.already_finished:
+        print(
+            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy "
+            f"{result.final_acc:.2f}% (best {result.best_acc:.2f}%); nothing to resume. To train it further: "
+            f"cnnzoo finetune --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
+        )
+        return 0
     print(
-        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
+        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
     )
     return 0
@@ -489,12 +527,11 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from",
         dest="source",
-        required=True,
         help="a cnnzoo run or checkpoint, a .pth/.pt/.safetensors weights file, torchvision:NAME, or bundled "
         "weights (lenet5:glyphs-latin; cnnzoo models --pretrained)",
     )
-    p.add_argument("--data", required=True, help="dataset name or folder:PATH")
-    p.add_argument("--strategy", default="head", help="head, last:N, full, gradual or scratch (default head)")
+    p.add_argument("--data", help="dataset name or folder:PATH")
+    p.add_argument("--strategy", help="head, last:N, full, gradual or scratch (default head)")
     p.add_argument("--model", help="architecture of a bare weights file (guessed from its keys if omitted)")
     p.add_argument(
         "--layer-decay", type=float, help="full/last:N: each group's rate is the next one's times this"
@@ -510,6 +547,15 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         "--samples-per-class", type=positive_int, help="train on at most N images per class (default: all)"
     )
     p.add_argument("--out", help="run folder (default runs/finetune-MODEL-DATA-TIME)")
+    p.add_argument(
+        "--resume",
+        help="continue the fine-tuning run in this folder where it stopped (with --epochs N: train it to N epochs)",
+    )
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue --out RUN when it holds an unfinished run of this configuration, else start it",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p, lr_range=True)

@@ -99,7 +99,7 @@ def _recorded_config(run_dir: Path, out: str | Path | None) -> TrainConfig:
     raw = read_json(run_dir / "config.json")
     if isinstance(raw, dict) and "finetune" in raw:
         raise CnnzooError(
-            f"{run_dir} is a fine-tuning run: --resume continues training runs (`cnnzoo train`) only"
+            f"{run_dir} is a fine-tuning run: continue it with `cnnzoo finetune --resume {run_dir}`"
         )
     cfg = load_config(run_dir / "config.json")
     if out is not None and Path(out).resolve() != run_dir.resolve():

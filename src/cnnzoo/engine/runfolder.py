@@ -185,8 +185,8 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
             trained = [p for p in existing if p.name != "config.json"]
             if trained and not self.overwrite:
                 recorded = read_json(run_dir / "config.json")
-                resumable = not (isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict))
-                resume = f"continue it with `cnnzoo train --resume {run_dir}`, " if resumable else ""
+                tuned = isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict)
+                resume = f"continue it with `cnnzoo {'finetune' if tuned else 'train'} --resume {run_dir}`, "
                 raise CnnzooError(
                     f"{run_dir} already holds a run ({describe_run(run_dir)}): {resume}replace it with "
                     f"--overwrite, or choose another {self.flag}"

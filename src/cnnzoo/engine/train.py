@@ -47,7 +47,14 @@ from .setup import (
     resolve_image_size,
 )
 
-__all__ = ["train", "fit", "make_loaders", "TrainResult", "RunContext"]  # the last four: from loop and setup
+__all__ = [
+    "train",
+    "finished_result",
+    "fit",
+    "make_loaders",
+    "TrainResult",
+    "RunContext",
+]  # the last four: from loop and setup
 
 
 def train(
@@ -91,7 +98,7 @@ def train(
                 held.enter_context(RunLock(run_dir))
             plan = plan_resume(run_dir, changes or {}, out=out, writes=writes)
             if plan.finished:
-                return _finished_result(plan)
+                return finished_result(plan.run_dir, plan.epochs_done)
             cfg, start_from = plan.cfg, plan.weights
             if why is not None and writes:  # said once, by the rank that writes
                 note(f"{why}: continuing {run_dir} from its last checkpoint ({_position(plan)})")
@@ -120,15 +127,13 @@ def _position(plan: ResumePlan) -> str:
     return f"{done}, {batch} batch{'' if batch == 1 else 'es'} into the next" if batch else done
 
 
-def _finished_result(plan: ResumePlan) -> TrainResult:
+def finished_result(run_dir: Path, epochs_done: int) -> TrainResult:
     """A run --resume found complete: its recorded figures, nothing trained."""
-    history = RunLog(plan.run_dir).records()
+    history = RunLog(run_dir).records()
     tested = [r["test_acc"] for r in history if r.get("test_acc") is not None]
     final = history[-1].get("test_acc", 0.0) if history else 0.0
     best = max(tested, default=0.0)
-    return TrainResult(
-        plan.run_dir, best, final or 0.0, plan.epochs_done, 0.0, history, already_finished=True
-    )
+    return TrainResult(run_dir, best, final or 0.0, epochs_done, 0.0, history, already_finished=True)
 
 
 def _train(
