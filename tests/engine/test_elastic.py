@@ -198,3 +198,79 @@ def test_torchrun_restart_resumes_a_killed_run_exactly(tmp_path):
     assert stderr.count("torchrun restart 1: continuing") == 1, stderr[-3000:]
     assert epochs_logged(run) == [1, 2, 3]
     assert_close_weights(straight, run, 1e-4)
+
+
+# --- several nodes -----------------------------------------------------------------------------------------
+
+
+def test_two_nodes_of_one_process_each_train_as_one_process(tmp_path):
+    """README's multi-node command on one machine: two torchrun "nodes" (--nnodes=2, one process each) meet
+    at a c10d rendezvous on 127.0.0.1 and write one run folder (rank 0's), equal to one process's run."""
+    args = ["train", "lenet5", "--train-subset", "1024", "--batch-size", "64", "--epochs", "2", "--quiet",
+            "--precision", "fp32", "--device", "cpu", "--no-tensorboard"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port, jobs = free_port(), []
+    one = subprocess.Popen(
+        [sys.executable, "-m", "cnnzoo", *args, "--out", str(tmp_path / "one")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    for node in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+               f"--node-rank={node}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+               "--rdzv-id=cnnzoo-test", "-m", "cnnzoo", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+        jobs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        results = [j.communicate(timeout=300) for j in (one, *jobs)]
+    finally:
+        for j in (one, *jobs):
+            if j.poll() is None:
+                j.kill()
+    for j, (_, err) in zip((one, *jobs), results, strict=True):
+        assert j.returncode == 0, err[-3000:]
+    assert sum(out.count("test accuracy") for out, _ in results[1:]) == 1  # rank 0 reports for both
+    assert epochs_logged(tmp_path / "two") == [1, 2]
+    assert_close_weights(tmp_path / "one", tmp_path / "two", 1e-4)
+    logs = [
+        [json.loads(line) for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("one", "two")
+    ]
+    assert [r["train_images"] for r in logs[1]] == [1024, 1024]  # both nodes' shards counted once each
+
+
+def test_streamed_folders_shard_across_ranks_as_in_memory_ones(tmp_path):
+    """A folder too large for memory streams through worker processes; under torchrun each rank's loader
+    takes the same shard of every global batch as the in-memory loader's rank does."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnzoo.data.base import ArrayDataset
+    from cnnzoo.data.folder import load_folder
+    from cnnzoo.data.stream import StreamingLoader
+    from cnnzoo.engine.distributed import DistEnv
+    from cnnzoo.engine.setup import make_loaders
+
+    rng = np.random.default_rng(0)
+    for name in ("ant", "bee", "cat"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(11):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    streamed = load_folder(tmp_path / "images", max_memory_bytes=1, progress=False)
+    held = load_folder(tmp_path / "images", progress=False)
+    assert not isinstance(streamed.train, ArrayDataset) and isinstance(held.train, ArrayDataset)
+    options = dict(batch_size=8, image_size=16, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, augment="flip",
+                   device=torch.device("cpu"), seed=3)  # fmt: skip
+    shards = {}
+    for rank in (0, 1):
+        env = DistEnv(rank, 2)
+        s_train, _ = make_loaders(streamed, dist_env=env, **options)
+        h_train, _ = make_loaders(held, dist_env=env, **options)
+        assert isinstance(s_train, StreamingLoader) and s_train.batch_size == h_train.batch_size == 4
+        for epoch in (0, 1):
+            s_train.set_epoch(epoch)
+            h_train.set_epoch(epoch)
+            pairs = list(zip(s_train, h_train, strict=True))
+            assert all(torch.equal(xs, xh) and torch.equal(ys, yh) for (xs, ys), (xh, yh) in pairs)
+            shards[rank, epoch] = torch.cat([ys for (_, ys), _ in pairs])
+    for epoch in (0, 1):  # the two shards make up the epoch: every image once
+        assert len(shards[0, epoch]) + len(shards[1, epoch]) == len(streamed.train)
