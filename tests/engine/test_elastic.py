@@ -274,3 +274,40 @@ def test_streamed_folders_shard_across_ranks_as_in_memory_ones(tmp_path):
             shards[rank, epoch] = torch.cat([ys for (_, ys), _ in pairs])
     for epoch in (0, 1):  # the two shards make up the epoch: every image once
         assert len(shards[0, epoch]) + len(shards[1, epoch]) == len(streamed.train)
+
+
+# --- the one line a rank prints --------------------------------------------------------------------------
+
+
+def test_a_lost_peer_or_sigterm_is_one_line_naming_rank_and_checkpoint(tmp_path):
+    from cnnzoo.engine.distributed import DistEnv, LostPeer, Stopped, lost_peer, peer_failure, stop_on_sigterm
+
+    env = DistEnv(1, 2)
+    gloo = RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242"
+    )
+    assert peer_failure(gloo, env) == "lost contact with rank 0 (connection closed)"
+    assert peer_failure(gloo, DistEnv()) is None  # one process has no peer
+    assert peer_failure(ValueError("Connection closed"), env) is None  # not a collective's error
+    assert peer_failure(RuntimeError("shape mismatch"), env) is None  # a bug keeps its traceback
+    assert (
+        peer_failure(RuntimeError("gloo: timed out"), DistEnv(0, 4))
+        == "lost contact with another rank (timed out)"
+    )
+    with pytest.raises(Stopped), stop_on_sigterm(env):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert peer_failure(Stopped(), env).startswith("stopped by SIGTERM")
+    # the last checkpoint, read from the shared run folder
+    run = tmp_path / "run"
+    assert main(["train", *REQUEUE, "--epochs", "1", "--out", str(run)]) == 0
+    error = lost_peer(peer_failure(gloo, env), env, "at epoch 2, batch 7 of 40", run)
+    assert isinstance(error, LostPeer) and error.exit_status == 1
+    assert str(error) == (
+        f"rank 1: lost contact with rank 0 (connection closed) at epoch 2, batch 7 of 40; last checkpoint "
+        f"{run}/last.safetensors (end of epoch 1)"
+    )
+    assert str(lost_peer("x", env, "while starting", tmp_path / "none")).endswith(
+        f"no checkpoint in {tmp_path / 'none'} yet"
+    )
