@@ -311,3 +311,39 @@ def test_a_lost_peer_or_sigterm_is_one_line_naming_rank_and_checkpoint(tmp_path)
     assert str(lost_peer("x", env, "while starting", tmp_path / "none")).endswith(
         f"no checkpoint in {tmp_path / 'none'} yet"
     )
+
+
+def test_nodes_that_do_not_share_the_run_folder_are_refused_before_training(tmp_path):
+    """Without a shared filesystem a continued run would have rank 0 resume and the other node start over:
+    both ranks stop before the first step, with one line saying why (README: Several nodes)."""
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    node0.mkdir(), node1.mkdir()
+    args = ["train", *REQUEUE, "--no-tensorboard", "--out", "run"]  # relative: each node's own folder
+    assert main([*args[:-1], str(node0 / "run"), "--epochs", "1"]) == 0  # only node 0 holds a checkpoint
+    port, jobs = free_port(), []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for rank, cwd in enumerate((node0, node1)):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+               f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}",
+               "-m", "cnnzoo", *args, "--auto-resume"]  # fmt: skip
+        jobs.append(
+            subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        )
+    try:
+        results = [j.communicate(timeout=300) for j in jobs]
+    finally:
+        for j in jobs:
+            if j.poll() is None:
+                j.kill()
+    for rank, (j, (out, err)) in enumerate(zip(jobs, results, strict=True)):
+        # torchrun reports the failed job with its own traceback (ChildFailedError); none comes from cnnzoo
+        frames = [x for x in err.splitlines() if x.strip().startswith('File "') and "cnnzoo" in x]
+        assert j.returncode != 0 and not frames and "test accuracy" not in out, err[-3000:]
+        lines = [x for x in err.splitlines() if x.startswith("cnnzoo: error: ")]
+        assert lines == [
+            f"cnnzoo: error: rank {rank}: the ranks would start from different points of the run (optimizer "
+            f"steps 0 to 40; this rank: {40 if rank == 0 else 0}): they do not see the same run folder. "
+            "Continuing a run under torchrun needs the run folder on a filesystem every node sees (README: "
+            "Several nodes)"
+        ], err[-3000:]
+    assert epochs_logged(node0 / "run") == [1] and not (node1 / "run").exists()

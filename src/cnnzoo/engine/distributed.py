@@ -30,6 +30,7 @@ __all__ = [
     "setup_distributed",
     "cleanup_distributed",
     "restart_count",
+    "check_same_start",
     "LostPeer",
     "Stopped",
     "peer_failure",
@@ -98,6 +99,23 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def check_same_start(step: int, dist_env: DistEnv, device: torch.device) -> None:
+    """Refuse, before the first step, ranks that would start from different points of the run: each reads
+    the checkpoint from the run folder itself, so a folder that is not on a filesystem every node sees
+    would have rank 0 continue a run that the others start over (a hang, or silently different models)."""
+    if not dist_env.enabled:
+        return
+    t = torch.tensor([step, -step], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # one call: the highest step and (negated) the lowest
+    high, low = int(t[0]), -int(t[1])
+    if high != low:
+        raise CnnzooError(
+            f"rank {dist_env.rank}: the ranks would start from different points of the run (optimizer steps "
+            f"{low} to {high}; this rank: {step}): they do not see the same run folder. Continuing a run under "
+            "torchrun needs the run folder on a filesystem every node sees (README: Several nodes)"
+        )
 
 
 # --- a rank that loses its peers ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..errors import CnnzooError
 from ..models._weights import load_state_dict_checked
 from ..runtime import autocast_dtype, precision_name
 from .config import TrainConfig
-from .distributed import DistEnv, LostPeer, all_reduce_sum, lost_peer, peer_failure
+from .distributed import DistEnv, LostPeer, all_reduce_sum, check_same_start, lost_peer, peer_failure
 from .evaluate import evaluate_model
 from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
@@ -110,6 +110,7 @@ def fit(
     `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`."""
     train_loader, test_loader = loaders
     step, state = _prepare(model, cfg, ctx, device, param_groups, len(train_loader), resume)
+    check_same_start(state.step, ctx.dist_env, device)
     log = RunLog(ctx.run_dir, enabled=ctx.writes)
     log.truncate_after(state.epoch)
     eval_amp = autocast_dtype(cfg.eval_precision, device)
