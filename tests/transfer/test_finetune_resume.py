@@ -89,10 +89,13 @@ def test_head_strategy_interrupted_starts_over_on_resume(source, tmp_path, monke
     out = capsys.readouterr().out
     assert f"continue with: cnnzoo finetune --resume {run}" in out and "test accuracy" not in out
     monkeypatch.undo()
+    with (run / "metrics.jsonl").open("a") as f:  # as a head interrupted after its first epoch leaves it
+        f.write(json.dumps({"epoch": 1, "train_loss": 9.0}) + "\n")
     assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert f"continuing the fine-tuning run {run} from the start" in captured.err
     assert "with strategy head" in captured.out
+    assert epochs_logged(run) == [1, 2, 3]
 
 
 def test_finetune_resume_and_auto_resume_refuse_what_they_cannot_continue(source, tmp_path, capsys):

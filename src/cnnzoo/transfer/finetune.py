@@ -186,6 +186,8 @@ def resume_finetune(
         where = f"from its last checkpoint ({_where(start_from)})" if start_from else "from the start"
         if start_from is None and (run_dir / "last.safetensors").exists():
             where += f" (the {ft.strategy} strategy saves no training state before its end)"
+        if start_from is None:  # the epochs an interrupted head phase logged are logged again
+            RunLog(run_dir).truncate_after(0)
         note(f"{why or '--resume'}: continuing the fine-tuning run {run_dir} {where}")
         return _finetune(ft, cfg, run_dir, quiet, True, splits, None, start_from=start_from)
 
@@ -193,6 +195,8 @@ def resume_finetune(
 def _recorded_run(run_dir: Path) -> tuple[FinetuneConfig, TrainConfig]:
     """The fine-tuning and training configurations `run_dir/config.json` records."""
     raw = read_json(run_dir / "config.json")
+    if raw is None:
+        raise CnnzooError(f"cannot resume {run_dir}: its config.json cannot be read or is not valid JSON")
     if not isinstance(raw, dict) or not isinstance(raw.get("finetune"), dict):
         raise CnnzooError(
             f"{run_dir} is not a fine-tuning run ({describe_run(run_dir)}): continue it with "
