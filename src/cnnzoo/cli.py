@@ -155,6 +155,11 @@ def cmd_train(args) -> int:
     from .engine.config import default_config, load_config
     from .engine.runfolder import count
 
+    if args.auto_resume and (args.resume or args.overwrite):
+        other = "--resume" if args.resume else "--overwrite"
+        raise CnnzooError(
+            f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
+        )
     if args.resume:
         if args.config or args.overwrite:
             raise CnnzooError(
@@ -180,7 +185,14 @@ def cmd_train(args) -> int:
             cfg = default_config(args.model, args.data or "mnist", **overrides)
         # the recipe's epochs, batch, rate and augmentation not given here are scaled to the data
         given = None if args.config else {k for k, v in overrides.items() if v is not None}
-        result = train(cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, given=given)
+        result = train(
+            cfg,
+            run_dir=args.out,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+            given=given,
+            auto_resume=args.auto_resume,
+        )
     if result.interrupted:
         return 130
     if result.already_finished:
@@ -330,19 +342,26 @@ def cmd_export(args) -> int:
 # --- transfer learning ------------------------------------------------------------------------
 
 
-def _finetune_plan(args, model: str | None):
-    """(ft, cfg, splits) of `cnnzoo finetune`'s flags (and `lr-find --from`'s): the recipe the transfer
-    study measured for this strategy and this many images, flags overriding it."""
-    from .transfer.finetune import FinetuneConfig
+def _finetune_overrides(args) -> tuple[float | tuple | None, dict]:
+    """--lr (one rate, or LO:HI) and the training options given to `finetune` or `lr-find --from`."""
     from .transfer.freeze import parse_lr
-    from .transfer.recipe import finetune_plan
 
     lr = parse_lr(args.lr) if args.lr is not None else None
     overrides = train_overrides(args)
     overrides["lr"] = lr if isinstance(lr, float) else (lr[1] if lr else None)
+    return lr, overrides
+
+
+def _finetune_plan(args, model: str | None):
+    """(ft, cfg, splits) of `cnnzoo finetune`'s flags (and `lr-find --from`'s): the recipe the transfer
+    study measured for this strategy and this many images, flags overriding it."""
+    from .transfer.finetune import FinetuneConfig
+    from .transfer.recipe import finetune_plan
+
+    lr, overrides = _finetune_overrides(args)
     ft = FinetuneConfig(
         source=args.source,
-        strategy=args.strategy,
+        strategy=args.strategy or "head",
         model=model,
         lr_range=lr if isinstance(lr, tuple) else None,
         layer_decay=args.layer_decay,
@@ -355,12 +374,50 @@ def _finetune_plan(args, model: str | None):
 
 
 def cmd_finetune(args) -> int:
-    from .transfer.finetune import finetune
+    from .engine.resume import resume_run_dir
+    from .engine.runfolder import count, read_json
+    from .transfer.finetune import finetune, resume_finetune
 
-    ft, cfg, splits = _finetune_plan(args, args.model)
-    result = finetune(ft, cfg, run_dir=args.out, quiet=args.quiet, overwrite=args.overwrite, splits=splits)
+    if args.auto_resume and (args.resume or args.overwrite):
+        other = "--resume" if args.resume else "--overwrite"
+        raise CnnzooError(
+            f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
+        )
+    if args.resume:
+        given = [f for f in ("source", "data", "strategy", "model", "overwrite") if getattr(args, f)]
+        if given or (args.out and args.out != args.resume):
+            flag = {"source": "--from"}.get(given[0], "--" + given[0]) if given else "--out"
+            raise CnnzooError(
+                f"--resume continues {args.resume} as recorded; {flag} does not go with it (a new fine-tuning "
+                "run: give --from and --data without --resume)"
+            )
+        result = resume_finetune(args.resume, changes=_finetune_overrides(args)[1], quiet=args.quiet)
+        strategy = read_json(resume_run_dir(args.resume) / "config.json")["finetune"]["strategy"]
+    else:
+        if not args.source or not args.data:
+            raise CnnzooError("name the source and the target: --from SOURCE --data DATA (or --resume RUN)")
+        strategy = args.strategy or "head"
+        ft, cfg, splits = _finetune_plan(args, args.model)
+        result = finetune(
+            ft,
+            cfg,
+            run_dir=args.out,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+            splits=splits,
+            auto_resume=args.auto_resume,
+        )
+    if result.interrupted:  # the hint to continue is printed; no accuracy of an unfinished run
+        return 130
+    if result.already_finished:
+        print(
+            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy "
+            f"{result.final_acc:.2f}% (best {result.best_acc:.2f}%); nothing to resume. To train it further: "
+            f"cnnzoo finetune --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
+        )
+        return 0
     print(
-        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {args.strategy} "
+        f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
     )
     return 0
@@ -541,6 +598,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="continue the run in this folder where it stopped (with --epochs N: train it to N epochs)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue --out RUN when it holds an unfinished run of this configuration, else start it (for "
+        "schedulers that requeue the same command)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p)
 
@@ -598,12 +661,11 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from",
         dest="source",
-        required=True,
         help="a cnnzoo run or checkpoint, a .pth/.pt/.safetensors weights file, torchvision:NAME, or bundled "
         "weights (lenet5:glyphs-latin; cnnzoo models --pretrained)",
     )
-    p.add_argument("--data", required=True, help="dataset name or folder:PATH")
-    p.add_argument("--strategy", default="head", help="head, last:N, full, gradual or scratch (default head)")
+    p.add_argument("--data", help="dataset name or folder:PATH")
+    p.add_argument("--strategy", help="head, last:N, full, gradual or scratch (default head)")
     p.add_argument("--model", help="architecture of a bare weights file (guessed from its keys if omitted)")
     p.add_argument(
         "--layer-decay", type=float, help="full/last:N: each group's rate is the next one's times this"
@@ -619,6 +681,15 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         "--samples-per-class", type=positive_int, help="train on at most N images per class (default: all)"
     )
     p.add_argument("--out", help="run folder (default runs/finetune-MODEL-DATA-TIME)")
+    p.add_argument(
+        "--resume",
+        help="continue the fine-tuning run in this folder where it stopped (with --epochs N: train it to N epochs)",
+    )
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue --out RUN when it holds an unfinished run of this configuration, else start it",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run that --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_train_options(p, lr_range=True)
@@ -892,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except CnnzooError as e:
         print(f"cnnzoo: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         print("cnnzoo: interrupted", file=sys.stderr)
         return 130

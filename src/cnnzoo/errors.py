@@ -8,6 +8,8 @@ is a bug and keeps its traceback.
 class CnnzooError(Exception):
     """Bad input from the user: an unknown name, a wrong size, a corrupt file..."""
 
+    exit_status = 2  # the CLI's; a subclass for a failure that is not the input's says otherwise
+
 
 def unknown_name(kind: str, name: str, known, otherwise: str) -> CnnzooError:
     """The error for a name no registry holds, suggesting the closest known names (or `otherwise`)."""

@@ -170,7 +170,7 @@ def one_epoch_run(tmp_path, capsys):
         ("bad-json", r"last\.json: corrupt checkpoint config"),
         ("config-type", r"config\.json: configuration field 'epochs' should be int"),
         ("config-json", r"config\.json is not valid JSON"),
-        ("finetune-run", r"is a fine-tuning run: --resume continues training runs"),
+        ("finetune-run", r"is a fine-tuning run: continue it with `cnnzoo finetune --resume "),
     ],
 )
 def test_resume_of_a_broken_checkpoint_is_one_line(one_epoch_run, capsys, damage, message):
@@ -335,9 +335,9 @@ def test_mid_epoch_checkpoint_loses_minutes_not_an_epoch(tmp_path, monkeypatch):
     assert resumed.final_acc == pytest.approx(straight.final_acc, abs=0.02)
 
 
-def test_a_fine_tuning_run_is_refused_without_suggesting_resume(one_epoch_run, tmp_path, capsys):
-    """--resume continues training runs only: the refusal of a fine-tuning run's folder must not offer it,
-    and names the run by its source (its recorded model is a placeholder)."""
+def test_a_fine_tuning_run_is_refused_suggesting_finetune_resume(one_epoch_run, tmp_path, capsys):
+    """The refusal of a fine-tuning run's folder offers `cnnzoo finetune --resume` (not train's), and names
+    the run by its source (its recorded model is a placeholder)."""
     ft = tmp_path / "ft"
     args = ["finetune", "--from", str(one_epoch_run), "--data", "digits", "--samples-per-class", "5",
             "--epochs", "1", "--quiet", "--out", str(ft)]  # fmt: skip
@@ -348,4 +348,4 @@ def test_a_fine_tuning_run_is_refused_without_suggesting_resume(one_epoch_run, t
     assert (
         f"{ft} already holds a run (a fine-tuning of {one_epoch_run} on digits, 1 of 1 epochs done)" in line
     )
-    assert "--resume" not in line and "--overwrite" in line
+    assert f"continue it with `cnnzoo finetune --resume {ft}`" in line and "--overwrite" in line

@@ -31,16 +31,26 @@ def train(
     out: str | Path | None = None,
     quiet: bool = False,
     overwrite: bool = False,
+    auto_resume: bool = False,
     **overrides,
 ) -> TrainResult:
     """Train `model` on `data` with the recipe's settings and `overrides` (any `TrainConfig` field).
 
     `out=None` writes nothing to disk: the model comes back in the result, nothing else is kept. A folder
     makes it a run as `cnnzoo train --out` makes one (checkpoints, metrics, summary.csv, TensorBoard
-    events), refused if it holds a run unless `overwrite`. `quiet` silences the per-epoch lines."""
+    events), refused if it holds a run unless `overwrite`; with `auto_resume` a run of the same configuration
+    there is continued (`cnnzoo train --auto-resume`). `quiet` silences the per-epoch lines."""
     given = config_overrides(overrides, "cnnzoo.train")
     cfg = default_config(model, data, **given)
-    return _train(cfg, run_dir=out, quiet=quiet, overwrite=overwrite, save=out is not None, given=set(given))
+    return _train(
+        cfg,
+        run_dir=out,
+        quiet=quiet,
+        overwrite=overwrite,
+        save=out is not None,
+        auto_resume=auto_resume,
+        given=set(given),
+    )
 
 
 def config_overrides(options: dict, caller: str) -> dict:

@@ -28,7 +28,7 @@ from ..errors import CnnzooError
 from ..models._weights import load_state_dict_checked
 from ..runtime import ThreadTuner, autocast_dtype, format_duration, precision_name, thread_tuner
 from .config import TrainConfig
-from .distributed import DistEnv, all_reduce_sum
+from .distributed import DistEnv, LostPeer, all_reduce_sum, check_same_start, lost_peer, peer_failure
 from .evaluate import evaluate_model
 from .frozen import set_frozen_bn_eval
 from .optim import ModelEma, build_optimizer, build_scheduler
@@ -113,6 +113,7 @@ def fit(
     `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`."""
     train_loader, test_loader = loaders
     step, state = _prepare(model, cfg, ctx, device, param_groups, len(train_loader), resume)
+    check_same_start(state.step, ctx.dist_env, device)
     log = RunLog(ctx.run_dir, enabled=ctx.writes)
     log.truncate_after(state.epoch)
     eval_amp = autocast_dtype(cfg.eval_precision, device)
@@ -128,9 +129,24 @@ def fit(
     # resumed: TensorBoard drops what the interrupted run logged past the checkpoint's step
     tb = run_events(ctx, cfg, purge_step=state.step + 1)
     try:
-        interrupted = _run_epochs(
-            step, state, loaders, cfg, ctx, log=log, tb=tb, eval_amp=eval_amp, history=history, start=start
-        )
+        try:
+            interrupted = _run_epochs(
+                step,
+                state,
+                loaders,
+                cfg,
+                ctx,
+                log=log,
+                tb=tb,
+                eval_amp=eval_amp,
+                history=history,
+                start=start,
+            )
+        except BaseException as e:  # a peer died (gloo's error) or torchrun stopped this rank: one line
+            lost = _lost_peer(e, ctx, state, len(train_loader))
+            if lost is None:
+                raise
+            raise lost from None
         if interrupted:
             return _result(ctx, state, history, start, step, interrupted=True)
         if ctx.writes:
@@ -148,6 +164,15 @@ def fit(
     finally:
         if tb is not None:
             tb.close()  # flushes what is queued, whatever ended the run
+
+
+def _lost_peer(error: BaseException, ctx: RunContext, state: _Progress, batches: int) -> LostPeer | None:
+    """The one-line error for a rank that lost its peers at `state`; None for any other error."""
+    what = peer_failure(error, ctx.dist_env)
+    if what is None:
+        return None
+    where = f"at epoch {state.epoch + 1}, batch {state.batch} of {batches}"
+    return lost_peer(what, ctx.dist_env, where, ctx.run_dir if ctx.save else None)
 
 
 def _run_epochs(
@@ -188,7 +213,7 @@ def _run_epochs(
             _save_all(ctx, step, state, {"interrupted": True}, best=False)
             print(
                 f"\ninterrupted at epoch {state.epoch + 1}, batch {state.batch}: saved {ctx.run_dir / 'last.safetensors'}; "
-                f"continue with: cnnzoo train --resume {ctx.run_dir}"
+                f"continue with: {ctx.resume_command} {ctx.run_dir}"
             )
         return True
     return False

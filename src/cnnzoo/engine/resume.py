@@ -1,15 +1,21 @@
-"""`--resume`: continue a run folder as recorded (rule 3 of `runfolder.py`).
+"""`--resume`: continue a run folder as recorded (rule 3 of `runfolder.py`); `--auto-resume` and torchrun restarts.
 
 A resumed run keeps the recorded configuration. `--epochs` may grow (continuing or extending a finished
 run); `--device`, `--data-dir`, `--download`, `--checkpoint-minutes` and `--tensorboard` may change; anything
 else that differs (another model, dataset, rate or --out) is refused, naming it. A run that stopped before its first
 checkpoint is started over from its configuration; a checkpoint broken by an interrupted save falls back to
 the previous consistent one (`checkpoint.py`). Each of these is said on stderr.
+
+`--auto-resume` (a scheduler that requeues the same command) and a torchrun restart (`TORCHELASTIC_RESTART_COUNT`
+> 0) name a configuration and a folder: `auto_resume_changes` continues the folder when it holds a trained run of that
+configuration (the same resumable differences allowed), starts it when it holds none, and refuses another
+configuration as a new run would.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -17,9 +23,17 @@ from .._io import atomic_write, note
 from ..artifacts.checkpoint import PREVIOUS, read_meta, restore_previous, usable_checkpoint
 from ..errors import CnnzooError
 from .config import TrainConfig, load_config
-from .runfolder import check_writable, clean_temporaries, count, read_json
+from .runfolder import check_writable, clean_temporaries, count, describe_run, holds_trained_run, read_json
 
-__all__ = ["resume_run_dir", "plan_resume", "ResumePlan", "write_config"]
+__all__ = [
+    "resume_run_dir",
+    "plan_resume",
+    "ResumePlan",
+    "write_config",
+    "auto_resume_changes",
+    "differences",
+    "RESUMABLE",
+]
 
 # what a resumed run may change: where and how it runs, and how long; never what it computes
 RESUMABLE = ("epochs", "device", "data_dir", "download", "checkpoint_minutes", "tensorboard")
@@ -86,7 +100,7 @@ def _recorded_config(run_dir: Path, out: str | Path | None) -> TrainConfig:
     raw = read_json(run_dir / "config.json")
     if isinstance(raw, dict) and "finetune" in raw:
         raise CnnzooError(
-            f"{run_dir} is a fine-tuning run: --resume continues training runs (`cnnzoo train`) only"
+            f"{run_dir} is a fine-tuning run: continue it with `cnnzoo finetune --resume {run_dir}`"
         )
     cfg = load_config(run_dir / "config.json")
     if out is not None and Path(out).resolve() != run_dir.resolve():
@@ -97,8 +111,9 @@ def _recorded_config(run_dir: Path, out: str | Path | None) -> TrainConfig:
     return cfg
 
 
-def _allowed_changes(run_dir: Path, cfg: TrainConfig, changes: dict) -> dict:
-    """{field: (recorded, new)} for the options given that differ; refused unless all are RESUMABLE."""
+def differences(cfg: TrainConfig, changes: dict) -> tuple[dict, list[str]]:
+    """({field: (recorded, new)} for the RESUMABLE options that differ, ["--lr 0.3 (recorded: 0.1)", ...] for
+    the others) between the recorded `cfg` and `changes` (None values: not given)."""
     changed, refused = {}, []
     names = {f.name for f in fields(TrainConfig)}
     for name, value in changes.items():
@@ -108,6 +123,12 @@ def _allowed_changes(run_dir: Path, cfg: TrainConfig, changes: dict) -> dict:
             changed[name] = (getattr(cfg, name), value)
         else:
             refused.append(f"{_flag(name, value)} (recorded: {getattr(cfg, name)})")
+    return changed, refused
+
+
+def _allowed_changes(run_dir: Path, cfg: TrainConfig, changes: dict) -> dict:
+    """{field: (recorded, new)} for the options given that differ; refused unless all are RESUMABLE."""
+    changed, refused = differences(cfg, changes)
     if refused:
         raise CnnzooError(
             f"cannot resume {run_dir} with {', '.join(refused)}: a resumed run keeps its recorded configuration "
@@ -115,6 +136,30 @@ def _allowed_changes(run_dir: Path, cfg: TrainConfig, changes: dict) -> dict:
             f"settings start a new run: cnnzoo train --config {run_dir / 'config.json'} --out NEW_FOLDER ..."
         )
     return changed
+
+
+def auto_resume_changes(run_dir: Path, cfg: TrainConfig, why: str, free: Collection[str] = ()) -> dict | None:
+    """The options to resume `run_dir` with (all of `cfg`'s but the `free` ones, which the run derived
+    itself: the recipe's fields scaled to the data) when it holds a trained run of `cfg`'s configuration;
+    None when it holds none (a new run starts there). `why` ("--auto-resume", "torchrun restart 1") names
+    the reason in the refusal of a fine-tuning run or of another configuration."""
+    run_dir = Path(run_dir)
+    if not holds_trained_run(run_dir):
+        return None
+    wanted = {k: v for k, v in cfg.to_dict().items() if k not in free}
+    raw = read_json(run_dir / "config.json")
+    refused = ["its config.json cannot be read"]
+    if isinstance(raw, dict) and "finetune" in raw:
+        refused = ["a fine-tuning run: `cnnzoo finetune --auto-resume` continues it"]
+    elif isinstance(raw, dict):
+        _, refused = differences(load_config(run_dir / "config.json"), wanted)
+    if refused:
+        raise CnnzooError(
+            f"{why}: {run_dir} already holds another run ({describe_run(run_dir)}; {', '.join(refused)}): "
+            "only a run of the same configuration is continued; replace it with --overwrite, or choose "
+            "another --out"
+        )
+    return wanted
 
 
 def _find_checkpoint(plan: ResumePlan, writes: bool) -> None:

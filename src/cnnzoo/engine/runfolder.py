@@ -21,7 +21,7 @@ from .._io import describe_os_error, note, output_file, output_folder  # noqa: F
 from ..artifacts.checkpoint import PREVIOUS, read_meta, stale_temporaries
 from ..errors import CnnzooError
 
-__all__ = ["RunLock", "new_run"]
+__all__ = ["RunLock", "new_run", "holds_trained_run", "describe_run"]
 
 LOCK_NAME = ".cnnzoo.lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "accuracy.png")
@@ -123,6 +123,11 @@ def _run_files(run_dir: Path) -> list[Path]:
     return [run_dir / n for n in names if (run_dir / n).exists()]
 
 
+def holds_trained_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run that trained (metrics or a checkpoint), not only a configuration."""
+    return any(p.name != "config.json" for p in _run_files(Path(run_dir)))
+
+
 def describe_run(run_dir: Path) -> str:
     """A few words on the run a folder holds: "lenet5 on mnist, 2 of 8 epochs done"."""
     words = []
@@ -180,8 +185,8 @@ class new_run:  # noqa: N801 (used as a context manager, like open)
             trained = [p for p in existing if p.name != "config.json"]
             if trained and not self.overwrite:
                 recorded = read_json(run_dir / "config.json")
-                resumable = not (isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict))
-                resume = f"continue it with `cnnzoo train --resume {run_dir}`, " if resumable else ""
+                tuned = isinstance(recorded, dict) and isinstance(recorded.get("finetune"), dict)
+                resume = f"continue it with `cnnzoo {'finetune' if tuned else 'train'} --resume {run_dir}`, "
                 raise CnnzooError(
                     f"{run_dir} already holds a run ({describe_run(run_dir)}): {resume}replace it with "
                     f"--overwrite, or choose another {self.flag}"

@@ -60,6 +60,7 @@ class RunContext:
     # TensorBoard events here even when nothing else is saved (a study's fits); None: RUN/tensorboard/
     # where the run saves, no events where it does not
     tensorboard_dir: Path | None = None
+    resume_command: str = "cnnzoo train --resume"  # what continues this run (Ctrl-C's hint names it)
 
     @property
     def writes(self) -> bool:

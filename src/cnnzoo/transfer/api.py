@@ -34,11 +34,13 @@ def finetune(
     out: str | Path | None = None,
     quiet: bool = False,
     overwrite: bool = False,
+    auto_resume: bool = False,
     **options,
 ) -> TrainResult:
     """Fine-tune `source` on `data` with `strategy` (head, last:N, full, gradual or scratch).
 
-    `out=None` writes nothing to disk; a folder makes it a run as `cnnzoo finetune --out` makes one."""
+    `out=None` writes nothing to disk; a folder makes it a run as `cnnzoo finetune --out` makes one (with
+    `auto_resume`, a run of the same configuration there is continued, as `--auto-resume` does)."""
     ft_names = {f.name for f in fields(FinetuneConfig)} - {"source", "strategy"}
     ft_options = {k: options.pop(k) for k in list(options) if k in ft_names}
     lr = options.get("lr")
@@ -51,6 +53,13 @@ def finetune(
     ft = FinetuneConfig(source=source, strategy=strategy, **ft_options)
     ft, cfg, splits = finetune_plan(ft, data, **overrides)
     result = _finetune(
-        ft, cfg, run_dir=out, quiet=quiet, save=out is not None, overwrite=overwrite, splits=splits
+        ft,
+        cfg,
+        run_dir=out,
+        quiet=quiet,
+        save=out is not None,
+        overwrite=overwrite,
+        splits=splits,
+        auto_resume=auto_resume,
     )
     return result if out is not None else replace(result, run_dir=None)

@@ -8,6 +8,12 @@ Strategies (how far back to fine-tune):
     full      everything learns, optionally with layer-wise rate decay or a rate range
     gradual   head first on cached features, then everything at lower, discriminative rates
     scratch   the same architecture from random weights: the baseline transfer has to beat
+
+Interrupted and requeued runs follow `cnnzoo train`'s contract: Ctrl-C saves `last` and names the command
+that continues it, `resume_finetune` (`cnnzoo finetune --resume RUN`) continues the recorded run, and
+`finetune(..., auto_resume=True)` continues RUN when it holds a run of the same configuration. last:N, full,
+scratch and gradual's second phase continue from `last`'s training state, mid-epoch included; `head` and
+gradual's head phase train on cached features in seconds and save only at their end, so they start over.
 """
 
 from __future__ import annotations
@@ -21,14 +27,23 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_write
-from ..artifacts.checkpoint import save_checkpoint
+from .._io import atomic_write, note
+from ..artifacts.checkpoint import read_meta, restore_previous, save_checkpoint, usable_checkpoint
 from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
 from ..engine.loop import TrainResult, fit
-from ..engine.runfolder import new_run
+from ..engine.resume import RESUMABLE, differences, resume_run_dir
+from ..engine.runfolder import (
+    RunLock,
+    check_writable,
+    clean_temporaries,
+    describe_run,
+    holds_trained_run,
+    new_run,
+    read_json,
+)
 from ..engine.runlog import RunLog
 from ..engine.setup import (
     RunContext,
@@ -39,6 +54,7 @@ from ..engine.setup import (
     target_splits,
 )
 from ..engine.tblog import TensorBoardLog, run_events
+from ..engine.train import finished_result
 from ..errors import CnnzooError
 from ..models import create_model, model_info
 from ..runtime import autocast_dtype, resolve_device
@@ -50,6 +66,7 @@ from .sources import load_source
 __all__ = [
     "FinetuneConfig",
     "finetune",
+    "resume_finetune",
     "check_target_data",
     "source_loaders",
     "source_model",
@@ -107,13 +124,23 @@ def finetune(
     splits: Splits | None = None,
     overwrite: bool = False,
     tensorboard_dir: str | Path | None = None,
+    auto_resume: bool = False,
 ) -> TrainResult:
     """Fine-tune `ft.source` on `cfg.data` with `ft.strategy`; `cfg` holds epochs, rates, batch size...
     `tensorboard_dir`: its TensorBoard events there, also when nothing else is saved (a study's cells).
 
     The run folder follows `cnnzoo train`'s rules (`engine/runfolder.py`): an existing run is refused
     unless `overwrite`, and the folder is locked while this process writes it. A `run_dir` given is
-    checked before any work; the default one is made once the source and data are known."""
+    checked before any work; the default one is made once the source and data are known. `auto_resume`:
+    continue `run_dir` when it holds a run of this configuration (`resume_finetune`), start it otherwise."""
+    if auto_resume and save:
+        if run_dir is None:
+            raise CnnzooError("--auto-resume continues the run folder --out names: give --out RUN")
+        if holds_trained_run(Path(run_dir)):
+            _check_same_run(Path(run_dir), ft, cfg)
+            return resume_finetune(
+                run_dir, changes=cfg.to_dict(), quiet=quiet, splits=splits, why="--auto-resume"
+            )
 
     with ExitStack() as held:
 
@@ -128,7 +155,108 @@ def finetune(
         return _finetune(ft, cfg, run_dir, quiet, save, splits, open_run if save else None, events)
 
 
-def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None) -> TrainResult:
+def resume_finetune(
+    run_dir: str | Path,
+    *,
+    changes: dict | None = None,
+    quiet: bool = False,
+    splits: Splits | None = None,
+    why: str | None = None,
+) -> TrainResult:
+    """Continue the fine-tuning run in `run_dir` as recorded (`cnnzoo finetune --resume RUN`): from `last`'s
+    training state where the strategy saves one, else started over (see the module docstring). `changes`:
+    training options given with it (None: not given); those `cnnzoo train --resume` may change (--epochs,
+    --device, ...) are applied, any other difference is refused. A finished run is returned as it is."""
+    run_dir = resume_run_dir(run_dir)
+    with RunLock(run_dir):
+        ft, recorded = _recorded_run(run_dir)
+        changed, refused = differences(recorded, changes or {})
+        if refused:
+            raise CnnzooError(
+                f"cannot resume {run_dir} with {', '.join(refused)}: a resumed run keeps its recorded "
+                f"configuration (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may change)"
+            )
+        cfg = replace(recorded, **{k: v for k, (_, v) in changed.items()})
+        check_writable(run_dir)
+        clean_temporaries(run_dir)
+        start_from, done = _resume_point(run_dir, ft, cfg)
+        if done is not None:
+            return finished_result(run_dir, done)
+        if changed:
+            atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(_config_json(ft, cfg)))
+        where = f"from its last checkpoint ({_where(start_from)})" if start_from else "from the start"
+        if start_from is None and (run_dir / "last.safetensors").exists():
+            where += f" (the {ft.strategy} strategy saves no training state before its end)"
+        if start_from is None:  # the epochs an interrupted head phase logged are logged again
+            RunLog(run_dir).truncate_after(0)
+        note(f"{why or '--resume'}: continuing the fine-tuning run {run_dir} {where}")
+        return _finetune(ft, cfg, run_dir, quiet, True, splits, None, start_from=start_from)
+
+
+def _recorded_run(run_dir: Path) -> tuple[FinetuneConfig, TrainConfig]:
+    """The fine-tuning and training configurations `run_dir/config.json` records."""
+    raw = read_json(run_dir / "config.json")
+    if raw is None:
+        raise CnnzooError(f"cannot resume {run_dir}: its config.json cannot be read or is not valid JSON")
+    if not isinstance(raw, dict) or not isinstance(raw.get("finetune"), dict):
+        raise CnnzooError(
+            f"{run_dir} is not a fine-tuning run ({describe_run(run_dir)}): continue it with "
+            f"`cnnzoo train --resume {run_dir}`"
+        )
+    try:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["finetune"].items()}
+        ft = FinetuneConfig(**values)
+    except TypeError as e:
+        raise CnnzooError(f"{run_dir / 'config.json'}: not a fine-tuning configuration ({e})") from None
+    return ft, TrainConfig.from_dict(raw.get("train"))
+
+
+def _check_same_run(run_dir: Path, ft: FinetuneConfig, cfg: TrainConfig) -> None:
+    """--auto-resume continues only a run of the same configuration (resumable options aside)."""
+    try:
+        recorded_ft, recorded = _recorded_run(run_dir)
+    except CnnzooError:
+        recorded_ft, recorded = None, None
+    refused = ["not a fine-tuning run"] if recorded_ft is None else differences(recorded, cfg.to_dict())[1]
+    if recorded_ft is not None and recorded_ft != ft:
+        ours, theirs = asdict(ft), asdict(recorded_ft)
+        refused += [f"{k} {ours[k]} (recorded: {theirs[k]})" for k in ours if ours[k] != theirs[k]]
+    if refused:
+        raise CnnzooError(
+            f"--auto-resume: {run_dir} already holds another run ({describe_run(run_dir)}; {', '.join(refused)}): "
+            "only a run of the same configuration is continued; replace it with --overwrite, or choose another --out"
+        )
+
+
+def _resume_point(run_dir: Path, ft: FinetuneConfig, cfg: TrainConfig) -> tuple[Path | None, int | None]:
+    """(the checkpoint whose training state to continue from, or None: start over; the epochs done when the
+    run is finished, else None). A broken `last` falls back to its previous consistent copy, saying so."""
+    last = run_dir / "last.safetensors"
+    try:
+        weights, why = usable_checkpoint(last, state=True)
+    except CnnzooError:  # none, or saved without a training state (the head strategy, gradual's first phase)
+        try:
+            epoch = int(read_meta(last).get("epoch", 0))
+        except CnnzooError:
+            return None, None
+        return None, epoch if ft.strategy == "head" and epoch >= cfg.epochs else None
+    if why:
+        restore_previous(run_dir, "last")
+        note(f"resuming {run_dir}: {why}")
+        weights = last
+    meta = read_meta(weights)
+    epoch = int(meta.get("epoch", 0))
+    return weights, epoch if epoch >= cfg.epochs and not meta.get("batch") else None
+
+
+def _where(weights: Path) -> str:
+    meta = read_meta(weights)
+    epoch, batch = int(meta.get("epoch", 0)), int(meta.get("batch") or 0)
+    into = f", {batch} batch{'' if batch == 1 else 'es'} into the next" if batch else ""
+    return f"{epoch} epoch{'' if epoch == 1 else 's'} done{into}"
+
+
+def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None, start_from=None) -> TrainResult:
     splits = splits or load_dataset(cfg.data, **dataset_options(cfg))
     splits = target_splits(splits, cfg, ft.samples_per_class)
     check_target_data(splits)
@@ -152,22 +280,38 @@ def _finetune(ft, cfg, run_dir, quiet, save, splits, open_run, events=None) -> T
         run_dir = open_run(run_dir)
     # TensorBoard's hyper-parameters: the training config's, and these
     ctx = RunContext(run_dir, meta, quiet=quiet, save=save, hparams=_ft_hparams(ft), tensorboard_dir=events)
+    ctx.resume_command = "cnnzoo finetune --resume"
     if not quiet:
         for line in src.describe():
             print(line)
     model.to(device)
+    try:
+        return _train_strategy(ft, cfg, model, loaders, ctx, device, start_from)
+    except KeyboardInterrupt:  # before fit's first save (fit itself saves and says how to continue)
+        if not ctx.writes:
+            raise
+        print(
+            f"\ninterrupted before a checkpoint of this run's training state: continue with: cnnzoo finetune "
+            f"--resume {ctx.run_dir}"
+        )
+        return TrainResult(ctx.run_dir, 0.0, 0.0, 0, 0.0, [], interrupted=True)
+
+
+def _train_strategy(ft, cfg, model, loaders, ctx: RunContext, device, start_from) -> TrainResult:
+    """Train `model` with `ft.strategy`; `start_from`: a checkpoint whose training state `fit` continues."""
     if ft.strategy == "head":
         return _head_only(model, loaders, cfg, ctx, ft.cache_flip)
     if ft.strategy == "gradual":
-        head_epochs = ft.head_epochs or gradual_head_epochs(cfg.epochs)
-        _head_only(model, loaders, replace(cfg, epochs=head_epochs), ctx, ft.cache_flip)
+        if start_from is None:  # else resumed in the second phase: `last` holds the trained head
+            head_epochs = ft.head_epochs or gradual_head_epochs(cfg.epochs)
+            _head_only(model, loaders, replace(cfg, epochs=head_epochs), ctx, ft.cache_flip)
         unfreeze(model)
         groups = param_groups(model, _gradual_rates(ft, cfg), ft.layer_decay)
-        return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+        return fit(model, loaders, cfg, ctx, device=device, param_groups=groups, resume=start_from)
     spec = "full" if ft.strategy == "scratch" else ft.strategy
     freeze(model, spec, train_bn=ft.train_bn)
     groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
-    return fit(model, loaders, cfg, ctx, device=device, param_groups=groups)
+    return fit(model, loaders, cfg, ctx, device=device, param_groups=groups, resume=start_from)
 
 
 def source_model(ft: FinetuneConfig, cfg: TrainConfig, info):
