@@ -102,3 +102,10 @@ def test_train_says_the_recipe_first_and_records_it(tmp_path, capsys):
         main(["train", "--config", str(tmp_path / "run"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
     )
     assert json.loads((tmp_path / "again" / "config.json").read_text()) == recorded
+    # a requeued job (--auto-resume, or a torchrun restart) with the same flags finds the scaled run its own
+    again = [*args, "--out", str(tmp_path / "run"), "--auto-resume", "--quiet"]
+    assert main(again) == 0
+    assert "already finished" in capsys.readouterr().out
+    # and a flag that differs from the recorded run is still refused
+    assert main([*args, "--lr", "0.5", "--out", str(tmp_path / "run"), "--auto-resume"]) == 2
+    assert "--lr 0.5" in capsys.readouterr().err
