@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=900, help="seconds one notebook may run (default 900)"
     )
     args = parser.parse_args(argv)
+    needed = ["jupytext", "nbformat"] + ([] if args.check else ["nbclient", "ipykernel"])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"needs {', '.join(missing)}: pip install -e '.[notebooks]'", file=sys.stderr)
+        return 2
     chosen = [s for s in sources() if not args.names or s.stem in args.names]
     unknown = set(args.names) - {s.stem for s in chosen}
     if unknown:

@@ -80,7 +80,7 @@ print("(* = trains)")
 # %%
 sizes = [5, 50] if QUICK else [5, 25, 150]
 strategies = ["head", "full", "scratch"] if QUICK else ["head", "last:2", "full", "scratch"]
-budget = dict(epochs=3) if QUICK else {}
+budget = dict(epochs=2) if QUICK else {}
 
 
 def grid(source, data, sizes, strategies):
@@ -125,7 +125,7 @@ for n in sizes:
 # %% [markdown]
 # With few images per class the Latin features carry most of the way and scratch is far behind; the
 # gain printed above is what the source's weights are worth at each size, and it shrinks as the images
-# per class grow: the "lots of data" row of the table. (The quick preset trains 3 epochs per cell, far
+# per class grow: the "lots of data" row of the table. (The quick preset trains 2 epochs per cell, far
 # below the recipe's 300 steps, so its figures are lower across the board, scratch's most of all.)
 #
 # ## A dissimilar source: clothes -> Cyrillic
@@ -171,7 +171,7 @@ for n in sizes:
 
 # %%
 for source in ("lenet5:glyphs-latin", "lenet5:fashion-mnist"):
-    advice = advise(source, cyrillic, samples_per_class=20, probe_epochs=5 if QUICK else 15)
+    advice = advise(source, cyrillic, samples_per_class=20, probe_epochs=3 if QUICK else 15)
     print(f"--- from {source}")
     print(advice.describe())
     print(f"probe accuracy on the source's features {advice.probe_source:.1f}%, on random features "
