@@ -72,7 +72,7 @@ print("plain20's first block has no shortcut:", plain.layer1[0].shortcut is None
 
 # %%
 models = ("plain20", "plain56", "resnet20", "resnet56")
-budget = dict(image_size=12, train_subset=400, epochs=2) if QUICK else dict(image_size=16, train_subset=1_000, epochs=5)
+budget = dict(image_size=8, train_subset=400, epochs=2) if QUICK else dict(image_size=16, train_subset=1_000, epochs=5)
 recipe = dict(batch_size=32, lr=0.1, momentum=0.9, weight_decay=1e-4, augment="none", seed=0, eval_every=budget["epochs"])
 runs = {}
 start = time.perf_counter()
