@@ -34,6 +34,7 @@ __all__ = [
     "count_params",
     "create_model",
     "finetune",
+    "fit_module",
     "list_models",
     "load",
     "model_info",
@@ -50,6 +51,7 @@ _LAZY = {
     # `cnnzoo.engine.train` and `cnnzoo.transfer.finetune`, which keep their own names in their packages
     "train": "cnnzoo.engine.api",
     "finetune": "cnnzoo.transfer.api",
+    "fit_module": "cnnzoo.engine.api",  # cnnzoo.train's loop for a network that is not in the zoo
 }
 
 

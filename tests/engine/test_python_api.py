@@ -89,3 +89,30 @@ def test_the_facade_names_the_functions_and_stays_cheap():
     )
     code = "import sys, cnnzoo; assert 'torch' not in sys.modules; assert 'train' in dir(cnnzoo)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_module_trains_a_network_outside_the_zoo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 5),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 12 * 12, 10),
+    )
+    before = net[0].weight.detach().clone()
+    result = cnnzoo.fit_module(net, data="mnist", epochs=2, train_subset=2000, batch_size=64, lr=0.05)
+    assert list(tmp_path.iterdir()) == [] and result.run_dir is None
+    assert result.model is net and not net.training
+    assert not torch.equal(net[0].weight.detach(), before)  # the caller's network is the one trained
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.final_acc == result.history[-1]["test_acc"] > 80  # far above chance (10%)
+    assert cnnzoo.fit_module.__module__ == "cnnzoo.engine.api" and "fit_module" in cnnzoo.__all__
+
+
+def test_fit_module_refuses_what_is_not_a_module():
+    with pytest.raises(CnnzooError, match="model must be a torch.nn.Module, not str"):
+        cnnzoo.fit_module("lenet5")
+    with pytest.raises(CnnzooError, match=r"cnnzoo.fit_module: unknown option 'epoch'"):
+        cnnzoo.fit_module(torch.nn.Linear(1, 1), epoch=3)

@@ -9,6 +9,11 @@
 Every `TrainConfig` field is a keyword (`epochs`, `lr`, `augment`, `precision`, `tensorboard`...); those not
 given are the recipe for (model, data), exactly as `cnnzoo train MODEL --data DATA` resolves them: on
 small data its epochs, batch size, rate and augmentation scaled to the training images (`config.scale_to_data`).
+
+`fit_module` is the same loop for a network that is not in the zoo (a lecture's own small VGG stack, say):
+
+    net = torch.nn.Sequential(...)                      # takes (B, C, H, W), gives (B, classes)
+    result = cnnzoo.fit_module(net, data="fashion-mnist", epochs=2, train_subset=5_000)
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from ..errors import CnnzooError, unknown_name
-from .config import TrainConfig, checked_value, default_config
-from .loop import TrainResult
+from ..runtime import resolve_device
+from .config import TrainConfig, checked_value, default_augment, default_config
+from .loop import TrainResult, fit
+from .setup import RunContext, load_splits, make_loaders
 from .train import train as _train
 
-__all__ = ["train", "config_overrides"]
+__all__ = ["train", "fit_module", "config_overrides"]
 
 
 def train(
@@ -51,6 +61,45 @@ def train(
         auto_resume=auto_resume,
         given=set(given),
     )
+
+
+def fit_module(
+    model: nn.Module,
+    data: str = "mnist",
+    *,
+    image_size: int | None = None,
+    quiet: bool = True,
+    **overrides,
+) -> TrainResult:
+    """Train any `nn.Module` on `data` with the engine's loop (in-memory loader, batched augmentation,
+    optimiser, schedule, precision, evaluation) and nothing written to disk.
+
+    `model` takes `(B, channels, image_size, image_size)` and gives `(B, classes)` logits; `image_size`
+    defaults to the dataset's. The other options are `TrainConfig` fields, with its defaults (there is no
+    recipe for an unregistered network) and the dataset's augmentation. Returns `cnnzoo.train`'s result,
+    whose `model` is `model` trained, in eval mode (or its weight average, with `ema=`)."""
+    if not isinstance(model, nn.Module):
+        raise CnnzooError(f"cnnzoo.fit_module: model must be a torch.nn.Module, not {type(model).__name__}")
+    options = config_overrides(overrides, "cnnzoo.fit_module")
+    options.setdefault("augment", default_augment(data))
+    cfg = TrainConfig(model=type(model).__name__, data=data, **options)
+    device = resolve_device(cfg.device)
+    splits = load_splits(cfg)
+    info = splits.info
+    loaders = make_loaders(
+        splits,
+        batch_size=cfg.batch_size,
+        image_size=image_size or info.image_size,
+        channels=info.channels,
+        mean=info.mean,
+        std=info.std,
+        augment=cfg.augment,
+        device=device,
+        seed=cfg.seed,
+    )
+    torch.manual_seed(cfg.seed)
+    ctx = RunContext(Path("."), {}, quiet=quiet, save=False)
+    return fit(model, loaders, cfg, ctx, device=device)
 
 
 def config_overrides(options: dict, caller: str) -> dict:
