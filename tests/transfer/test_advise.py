@@ -11,6 +11,7 @@ from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits, take_per_class
 from cnnzoo.engine import TrainConfig, train
 from cnnzoo.transfer.advise import (
+    DIFFERENT_SCRATCH_MIN,
     LARGE,
     SCRATCH_GAIN,
     SCRATCH_MIN,
@@ -44,8 +45,10 @@ STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
         (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data (no calibration row: the textbook's)
         (2000, 60.0, 69.5, 0.60, 4, "scratch"),  # features clearly below random beat "plenty of data"
         (100, 40.0, 49.0, 0.40, 4, "scratch"),  # enough data, features 9 points below random ones
-        (100, 50.0, 49.0, 0.70, 4, "last:2"),  # moderate data, different (no calibration row: textbook)
-        (100, 60.0, 40.0, 0.60, 2, "last:1"),  # ...never more groups than the model has before the head
+        (100, 50.0, 49.0, None, 4, "last:2"),  # moderate data, different (no calibration row: textbook)
+        (100, 50.0, 49.0, 0.70, 4, "scratch"),  # different features, at least 20 a class: scratch
+        (20, 60.0, 40.0, 0.79, 4, "scratch"),
+        (100, 60.0, 40.0, None, 2, "last:1"),  # ...never more groups than the model has before the head
         (100, 90.0, 50.0, 0.92, 4, "full"),  # moderate data, similar (2 of 2 calibration rows)
     ],
 )
@@ -62,13 +65,17 @@ def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, exp
 
 def test_rule_table_thresholds():
     """SMALL images per class is no longer little data; LARGE is not yet plenty; scratch below SCRATCH_GAIN."""
-    assert recommend(SMALL - 1, 60, 40, 0.6, 4)[0] == "full"  # little, different
-    assert recommend(SMALL, 60, 40, 0.6, 4)[0] == "last:2"  # moderate, different
-    assert recommend(LARGE, 60, 40, 0.6, 4)[0] == "last:2"
-    assert recommend(LARGE + 1, 60, 40, 0.6, 4)[0] == "full"
-    assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.6, 4)[0] == "scratch"
-    assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.6, 4)[0] == "last:2"
-    assert recommend(SMALL, 40, 50, 0.7, 4)[0] == "last:2"  # below random: scratch from more than SMALL
+    assert recommend(SMALL - 1, 60, 40, None, 4)[0] == "full"  # little, different (no source accuracy)
+    assert recommend(SMALL, 60, 40, None, 4)[0] == "last:2"  # moderate, different
+    assert recommend(LARGE, 60, 40, None, 4)[0] == "last:2"
+    assert recommend(LARGE + 1, 60, 40, None, 4)[0] == "full"
+    assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.9, 4)[0] == "scratch"
+    assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.9, 4)[0] == "full"
+    assert recommend(SMALL, 40, 50, None, 4)[0] == "last:2"  # below random: scratch from more than SMALL
+    assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.79, 4)[0] == "scratch"  # different features
+    assert recommend(DIFFERENT_SCRATCH_MIN - 1, 70, 40, 0.79, 4)[0] == "full"
+    assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.8, 4)[0] == "full"  # similar
+    assert "plenty of different data" in recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.7, 4)[1][-1]
     assert recommend(SCRATCH_MIN, 45, 40, UNLIKE_PROBE / 100 - 0.001, 4)[0] == "scratch"  # unlike source
     assert recommend(SCRATCH_MIN, 45, 40, UNLIKE_PROBE / 100, 4)[0] == "full"
     assert recommend(SCRATCH_MIN - 1, 45, 40, 0.3, 4)[0] == "full"  # too few images to learn from scratch
@@ -76,7 +83,7 @@ def test_rule_table_thresholds():
     assert "little data" in recommend(SMALL - 1, 90, 40, 0.95, 4)[1][0]
     assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
     assert "near-best in 2 of 3 calibration rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
-    assert "the textbook's choice" in recommend(100, 60, 40, 0.6, 4)[1][-1]
+    assert "the textbook's choice" in recommend(100, 60, 40, None, 4)[1][-1]
 
 
 def test_unsure_near_the_unlike_threshold():

@@ -544,11 +544,12 @@ def run_transfer_study(
     results["cache"] = {"computed": cache.computed, "reused": cache.reused}
     results["preset_config"] = {"min_steps": preset.min_steps, "max_epochs": preset.max_epochs}
     full_recipe = (preset.min_steps, preset.max_epochs) == (MIN_STEPS, MAX_EPOCHS)
-    results["reproduced"] = reproduce_cell(results, device) if full_recipe else None  # quick: shrunk recipe
     if "calibration" in kept:  # the reproduced cell is the calibration grid's first: kept with it
         previous = json.loads((out / "results.json").read_text())
         results["reproduced"] = previous.get("reproduced")
         results["notes"] = previous.get("notes", [])
+    else:  # quick: a shrunk recipe, nothing to reproduce
+        results["reproduced"] = reproduce_cell(results, device) if full_recipe else None
     results["machine"] = _machine()
     (out / "results.json").write_text(json.dumps(results, indent=1))
     if events is not None and events.is_dir():
