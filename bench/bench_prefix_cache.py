@@ -14,8 +14,10 @@ its test images), the same data, epochs, rate, batch and seed two ways, interlea
                 their outputs are cached (`cnnzoo/engine/frozen.py`), and each epoch runs the trainable
                 groups only
 
-Epoch time: the training loop's own seconds per epoch (`train_time` in metrics.jsonl), median over every
-epoch of every seed; total: the whole `finetune` call, loading, caching and the final test pass included.
+Epoch time: the training loop's own seconds per epoch, as CPU seconds of this process (the machine is
+shared: other jobs' load slows the wall clock, not this process's CPU time; one torch thread) and as wall
+seconds (`train_time` in metrics.jsonl); medians over every epoch of every seed, and the ratio per seed.
+Total: the whole `finetune` call, loading, caching and the final test pass included (CPU seconds).
 The two should end on the same weights, hence the same accuracy, up to float rounding.
 """
 
@@ -32,7 +34,7 @@ import torch
 
 from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits
-from cnnzoo.engine import TrainConfig, train
+from cnnzoo.engine import TrainConfig, loop, train
 from cnnzoo.transfer.finetune import FinetuneConfig, finetune
 
 
@@ -54,13 +56,32 @@ def subset(splits: Splits, train: int, test: int) -> Splits:
     )
 
 
+EPOCH_CPU: list[float] = []  # the CPU seconds of each training epoch, appended by the wrapper below
+
+
+def _timed_epochs() -> None:
+    """Wrap the engine's epoch function (looked up by `fit` at each call) to record its CPU seconds."""
+    inner = loop._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            EPOCH_CPU.append(time.process_time() - start)
+
+    loop._train_epoch = timed
+
+
 def run(source: Path, splits: Splits, strategy: str, cfg: TrainConfig, cache: bool) -> dict:
-    start = time.perf_counter()
+    start = time.process_time()
+    EPOCH_CPU.clear()
     ft = FinetuneConfig(source=str(source), strategy=strategy, prefix_cache=cache)
     result = finetune(ft, cfg, quiet=True, save=False, splits=splits)
     return {
-        "total": time.perf_counter() - start,
-        "epochs": [r["train_time"] for r in result.history],
+        "total": time.process_time() - start,
+        "epochs": list(EPOCH_CPU),
+        "wall": [r["train_time"] for r in result.history],
         "acc": result.final_acc,
     }
 
@@ -94,7 +115,8 @@ def bench_model(model: str, args, splits: Splits, work: Path) -> tuple[float, fl
         print(
             f"  seed {seed}: "
             + "; ".join(
-                f"{k} {v[-1]['total']:.1f} s total, epochs {', '.join(f'{e:.2f}' for e in v[-1]['epochs'])} s, "
+                f"{k} {v[-1]['total']:.1f} s total, epochs {', '.join(f'{e:.2f}' for e in v[-1]['epochs'])} CPU s "
+                f"({', '.join(f'{e:.1f}' for e in v[-1]['wall'])} wall), "
                 f"{v[-1]['acc']:.2f}%"
                 for k, v in runs.items()
             )
@@ -102,25 +124,26 @@ def bench_model(model: str, args, splits: Splits, work: Path) -> tuple[float, fl
     stats = {}
     for name, results in runs.items():
         epoch = statistics.median(e for r in results for e in r["epochs"])
+        wall = statistics.median(e for r in results for e in r["wall"])
         total = statistics.median(r["total"] for r in results)
         accs = [r["acc"] for r in results]
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         stats[name] = (epoch, total, statistics.fmean(accs), spread)
         print(
-            f"  {name:<9}: epoch {epoch:6.2f} s (median), total {total:6.1f} s (median), test accuracy "
+            f"  {name:<9}: epoch {epoch:6.2f} CPU s ({wall:.2f} wall s), total {total:6.1f} CPU s, test accuracy "
             f"{stats[name][2]:.2f}% ± {spread:.2f} (per seed: {', '.join(f'{a:.2f}' for a in accs)})"
         )
     pairs = [  # each seed's two runs ran minutes apart: their ratio is the least disturbed by the load
         statistics.median(p["epochs"]) / statistics.median(c["epochs"])
         for p, c in zip(runs["per-epoch"], runs["cached"], strict=True)
     ]
-    print(f"  per seed, median epoch per-epoch / cached: {', '.join(f'{r:.1f}x' for r in pairs)}")
+    print(f"  per seed, median epoch CPU time per-epoch / cached: {', '.join(f'{r:.1f}x' for r in pairs)}")
     (pe, pt, pa, ps), (ce, ct, ca, cs) = stats["per-epoch"], stats["cached"]
     gap = round(ca - pa, 2) + 0.0  # + 0.0: no "-0.00"
     within = "within" if abs(gap) <= max(ps, cs) else "OUTSIDE"
     print(
         f"  summary {model} {args.strategy}: an epoch {statistics.median(pairs):.1f}x faster with the cache (median "
-        f"of the seeds' ratios; pooled medians {pe:.2f} s -> {ce:.2f} s), "
+        f"of the seeds' ratios of CPU time; pooled medians {pe:.2f} s -> {ce:.2f} s), "
         f"the whole run {pt / ct:.1f}x ({pt:.1f} s -> {ct:.1f} s, caching included); accuracy {ca:.2f}% cached vs "
         f"{pa:.2f}% per-epoch ({gap:+.2f} points, {within} the seeds' spread of {max(ps, cs):.2f})"
     )
@@ -146,6 +169,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    _timed_epochs()
     splits = subset(load_dataset("fashion-mnist"), args.target_images, args.test_images)
     print(
         f"target: fashion-mnist, {len(splits.train):,} train / {len(splits.test):,} test images; strategy "
