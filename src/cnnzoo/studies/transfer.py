@@ -517,6 +517,8 @@ def run_transfer_study(
         "grids": [],
         "sources_trained": [],
     }
+    if kept:  # a run of some grids: the report says which, and that the others' figures are older
+        results["measured"] = {"grids": [g.name for g in preset.grids if g.name not in kept], "seeds": seeds}
     events = work / "tensorboard" if tensorboard_installed() else None  # the cells run here, not cached ones
     ctx = (preset, device, cache, bar, events)
     for grid in preset.grids:

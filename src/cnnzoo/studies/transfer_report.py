@@ -750,7 +750,22 @@ def _command(results: dict) -> str:
     if machine.get("omp_num_threads"):
         prefix += f"{'env ' if prefix else ''}OMP_NUM_THREADS={machine['omp_num_threads']} "
     device = f" --device {results['device']}" if results.get("device", "auto") != "auto" else ""
+    measured = results.get("measured")
+    if measured:  # run_transfer_study(grids=...): no command line of its own
+        seeds = f", seeds={measured['seeds']}" if measured.get("seeds") else ""
+        call = f"run_transfer_study(grids={tuple(measured['grids'])!r}{seeds}, device={results['device']!r})"
+        return f'{prefix}python -c "from cnnzoo.studies.transfer import run_transfer_study; {call}"'
     return f"{prefix}cnnzoo study transfer{' --quick' if results['preset'] == 'quick' else ''}{device}"
+
+
+def _measured_note(results: dict) -> str:
+    measured = results.get("measured")
+    if not measured:
+        return ""
+    return (
+        f" It measured the {', '.join(measured['grids'])} grid(s) only; the other grids' figures are kept from "
+        "the results.json of an earlier run (their cells' commits below)."
+    )
 
 
 def write_report(results: dict, out: Path) -> Path:
@@ -765,7 +780,8 @@ def write_report(results: dict, out: Path) -> Path:
         f"{machine.get('cpu', 'a CPU')} "
         f"({machine.get('cpus', '?')} cores shared with other jobs, {machine.get('threads', '?')} torch thread(s), "
         f"torch {machine.get('torch', '?')}), cnnzoo at commit {machine.get('commit') or '?'}. Seeds 0 to K-1 "
-        "per cell, K per grid as its heading says; the advice and the trial use seed 0.",
+        "per cell, K per grid as its heading says; the advice and the trial use seed 0."
+        + _measured_note(results),
         "",
         "Every cell is what `cnnzoo finetune --from SOURCE --data TARGET --strategy S --samples-per-class N "
         "--seed K` trains (the study adds only `--eval-every 1000`, which skips the per-epoch test passes): "
