@@ -369,6 +369,7 @@ def _finetune_plan(args, model: str | None):
         train_bn=args.train_bn,
         cache_flip=args.cache_flip,
         samples_per_class=args.samples_per_class or 0,
+        prefix_cache=not args.no_prefix_cache,
     )
     return finetune_plan(ft, args.data, **overrides)
 
@@ -677,6 +678,11 @@ def _add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         "--train-bn", action="store_true", help="let frozen BatchNorm layers adapt their statistics"
     )
     p.add_argument("--cache-flip", action="store_true", help="head: cache features of mirrored images too")
+    p.add_argument(
+        "--no-prefix-cache",
+        action="store_true",
+        help="last:N: run the frozen groups every epoch instead of caching their outputs once",
+    )
     p.add_argument(
         "--samples-per-class", type=positive_int, help="train on at most N images per class (default: all)"
     )

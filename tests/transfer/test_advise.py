@@ -10,7 +10,16 @@ from cnnzoo.cli import main
 from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits, take_per_class
 from cnnzoo.engine import TrainConfig, train
-from cnnzoo.transfer.advise import LARGE, SCRATCH_GAIN, SMALL, recommend
+from cnnzoo.transfer.advise import (
+    DIFFERENT_SCRATCH_MIN,
+    LARGE,
+    SCRATCH_GAIN,
+    SCRATCH_MIN,
+    SMALL,
+    UNLIKE_PROBE,
+    ambiguities,
+    recommend,
+)
 
 STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
 
@@ -30,13 +39,16 @@ STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
             "full",
         ),  # little data, similar: full (near-best in 2 of 2 calibration rows)
         (10, 85.0, 80.0, None, 4, "full"),  # similar without a source accuracy: probe >= 80%
-        (10, 45.0, 40.0, 0.50, 4, "full"),  # little data, different (2 of 3 calibration rows: unsure)
-        (10, 30.0, 40.0, 0.30, 4, "full"),  # little data: never scratch, even with features below random
+        (10, 45.0, 40.0, 0.70, 4, "full"),  # little data, different (2 of 3 calibration rows: unsure)
+        (10, 45.0, 40.0, 0.50, 4, "scratch"),  # an unlike source (probe < 60% of its accuracy), >= 10 a class
+        (5, 30.0, 40.0, 0.30, 4, "full"),  # 5 a class: never scratch, even unlike and below random
         (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data (no calibration row: the textbook's)
         (2000, 60.0, 69.5, 0.60, 4, "scratch"),  # features clearly below random beat "plenty of data"
         (100, 40.0, 49.0, 0.40, 4, "scratch"),  # enough data, features 9 points below random ones
-        (100, 50.0, 49.0, 0.50, 4, "last:2"),  # moderate data, different (no calibration row: textbook)
-        (100, 60.0, 40.0, 0.60, 2, "last:1"),  # ...never more groups than the model has before the head
+        (100, 50.0, 49.0, None, 4, "last:2"),  # moderate data, different (no calibration row: textbook)
+        (100, 50.0, 49.0, 0.70, 4, "scratch"),  # different features, at least 20 a class: scratch
+        (20, 60.0, 40.0, 0.79, 4, "scratch"),
+        (100, 60.0, 40.0, None, 2, "last:1"),  # ...never more groups than the model has before the head
         (100, 90.0, 50.0, 0.92, 4, "full"),  # moderate data, similar (2 of 2 calibration rows)
     ],
 )
@@ -46,22 +58,38 @@ def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, exp
     assert reasons[0].startswith(f"{per_class} training images per class")
     assert f"{probe_source:.1f}% against {probe_random:.1f}%" in reasons[1]
     assert (kept is not None) == any("of the source's own accuracy" in r for r in reasons)
-    assert len(reasons) == 3 + (kept is not None)  # data, probe, [similarity,] the verdict
+    no_better = probe_source <= probe_random
+    assert no_better == any("no better than random ones" in r for r in reasons)
+    assert len(reasons) == 3 + (kept is not None) + no_better  # data, probe, [similarity,] [random,] verdict
 
 
 def test_rule_table_thresholds():
     """SMALL images per class is no longer little data; LARGE is not yet plenty; scratch below SCRATCH_GAIN."""
-    assert recommend(SMALL - 1, 60, 40, 0.6, 4)[0] == "full"  # little, different
-    assert recommend(SMALL, 60, 40, 0.6, 4)[0] == "last:2"  # moderate, different
-    assert recommend(LARGE, 60, 40, 0.6, 4)[0] == "last:2"
-    assert recommend(LARGE + 1, 60, 40, 0.6, 4)[0] == "full"
-    assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.6, 4)[0] == "scratch"
-    assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.6, 4)[0] == "last:2"
-    assert recommend(SMALL, 40, 50, 0.4, 4)[0] == "last:2"  # scratch needs more than SMALL per class
+    assert recommend(SMALL - 1, 60, 40, None, 4)[0] == "full"  # little, different (no source accuracy)
+    assert recommend(SMALL, 60, 40, None, 4)[0] == "last:2"  # moderate, different
+    assert recommend(LARGE, 60, 40, None, 4)[0] == "last:2"
+    assert recommend(LARGE + 1, 60, 40, None, 4)[0] == "full"
+    assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.9, 4)[0] == "scratch"
+    assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.9, 4)[0] == "full"
+    assert recommend(SMALL, 40, 50, None, 4)[0] == "last:2"  # below random: scratch from more than SMALL
+    assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.79, 4)[0] == "scratch"  # different features
+    assert recommend(DIFFERENT_SCRATCH_MIN - 1, 70, 40, 0.79, 4)[0] == "full"
+    assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.8, 4)[0] == "full"  # similar
+    assert "plenty of different data" in recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.7, 4)[1][-1]
+    assert recommend(SCRATCH_MIN, 45, 40, UNLIKE_PROBE / 100 - 0.001, 4)[0] == "scratch"  # unlike source
+    assert recommend(SCRATCH_MIN, 45, 40, UNLIKE_PROBE / 100, 4)[0] == "full"
+    assert recommend(SCRATCH_MIN - 1, 45, 40, 0.3, 4)[0] == "full"  # too few images to learn from scratch
+    assert "a substantially different source" in recommend(20, 45, 40, 0.5, 4)[1][-1]
     assert "little data" in recommend(SMALL - 1, 90, 40, 0.95, 4)[1][0]
     assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
     assert "near-best in 2 of 3 calibration rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
-    assert "the textbook's choice" in recommend(100, 60, 40, 0.6, 4)[1][-1]
+    assert "the textbook's choice" in recommend(100, 60, 40, None, 4)[1][-1]
+
+
+def test_unsure_near_the_unlike_threshold():
+    assert any("unlike the target" in a for a in ambiguities(20, 50, 40, UNLIKE_PROBE / 100 + 0.02))
+    assert not any("unlike the target" in a for a in ambiguities(20, 50, 40, UNLIKE_PROBE / 100 + 0.2))
+    assert not any("unlike the target" in a for a in ambiguities(5, 50, 40, UNLIKE_PROBE / 100))
 
 
 def test_the_table_is_what_the_procedure_fits_on_calibration_rows():

@@ -27,6 +27,7 @@ from cnnzoo.artifacts.checkpoint import save_checkpoint
 from cnnzoo.cli import main
 from cnnzoo.data.base import Splits
 from cnnzoo.engine import TrainConfig, load_checkpoint
+from cnnzoo.engine.evaluate import evaluate_checkpoint
 from cnnzoo.errors import CnnzooError
 from cnnzoo.transfer import groups
 from cnnzoo.transfer.finetune import FinetuneConfig, finetune
@@ -400,3 +401,39 @@ def test_head_only_run_logs_summary_and_tensorboard(source, digits, tmp_path):
     content = ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
     assert hparams["finetune.strategy"].string_value == "head" and hparams["epochs"].number_value == 3
+
+
+# --- last:N: the frozen groups run once, their outputs cached (engine/frozen.py) ------------------------
+
+
+@pytest.mark.parametrize("strategy", ["last:1", "last:2"])
+def test_last_n_with_the_prefix_cache_trains_as_without(strategy, source, digits, tmp_path, capsys):
+    """Same batches, same steps: the cached run ends with the uncached run's weights and accuracy, and the
+    checkpoint holds the whole network (it loads and evaluates on images)."""
+    results = {}
+    for cache in (True, False):
+        ft = FinetuneConfig(source=str(source), strategy=strategy, samples_per_class=8, prefix_cache=cache)
+        run = tmp_path / f"cache-{cache}"
+        results[cache] = finetune(
+            ft, small_cfg(epochs=3, augment="none"), run_dir=run, quiet=False, splits=digits
+        )
+        printed = capsys.readouterr().out
+        assert ("frozen part run once" in printed) == cache
+    cached, whole = results[True], results[False]
+    assert abs(cached.final_acc - whole.final_acc) < 0.6  # a rounding may flip an image or two
+    for (name, a), b in zip(
+        cached.model.state_dict().items(), whole.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    on_disk = load_file(str(tmp_path / "cache-True" / "last.safetensors"))
+    assert on_disk.keys() == whole.model.state_dict().keys()
+    metrics, _ = evaluate_checkpoint(tmp_path / "cache-True" / "last.safetensors", "digits", device="cpu")
+    assert metrics["accuracy"] == pytest.approx(cached.final_acc, abs=1e-6)  # the whole network, on images
+
+
+def test_augmentation_turns_the_prefix_cache_off_with_a_note(source, digits, tmp_path, capsys):
+    ft = FinetuneConfig(source=str(source), strategy="last:1", samples_per_class=4)
+    finetune(ft, small_cfg(epochs=1, augment="crop=2"), run_dir=tmp_path / "run", quiet=False, splits=digits)
+    printed = capsys.readouterr().out
+    assert "no cache of the frozen part's outputs: augmentation is on (--augment crop=2" in printed
+    assert "frozen part run once" not in printed

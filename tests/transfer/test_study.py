@@ -280,3 +280,37 @@ def test_finding_for_the_index(results):
     assert verdict == "advice: 80% not met; principles partly held"
     assert line.startswith("advice out of sample (1 rows): rules near-best in 0 (0%), trial 1 of 1")
     assert "of 12 principles held" in line and "frozen BatchNorm beat --train-bn in 3 of 4" in line
+
+
+def test_measuring_some_grids_keeps_the_others(tmp_path):
+    from cnnzoo.errors import CnnzooError
+    from cnnzoo.studies.transfer import PRESETS, _kept_grids
+
+    preset = PRESETS["full"]
+    with pytest.raises(CnnzooError, match="no grid nope"):
+        _kept_grids(preset, tmp_path, ("nope",))
+    with pytest.raises(CnnzooError, match="no figures for the grid"):
+        _kept_grids(preset, tmp_path, ("dissimilar",))  # nothing recorded to keep
+    recorded = [{"name": g.name, "settings": [g.name]} for g in preset.grids]
+    (tmp_path / "results.json").write_text(json.dumps({"grids": recorded}))
+    kept = _kept_grids(preset, tmp_path, ("dissimilar",))
+    assert sorted(kept) == sorted(g.name for g in preset.grids if g.name != "dissimilar")
+    assert kept["unseen"] == {"name": "unseen", "settings": ["unseen"]}
+    assert _kept_grids(preset, tmp_path, None) == {}
+
+
+def test_the_dissimilar_grid_is_out_of_sample():
+    """Its pairs and sizes are in no other grid: issue 21's held-out grid of unlike sources and targets."""
+    from cnnzoo.studies.transfer import PRESETS
+
+    grids = {g.name: g for g in PRESETS["full"].grids}
+    seen = {
+        (s.source_data, s.target_data, n)
+        for name, g in grids.items()
+        if name != "dissimilar"
+        for s in g.settings
+        for n in s.sizes
+    }
+    new = {(s.source_data, s.target_data, n) for s in grids["dissimilar"].settings for n in s.sizes}
+    assert new and not new & seen
+    assert min(n for *_, n in new) <= 10 and max(n for *_, n in new) >= 100  # small and large sizes

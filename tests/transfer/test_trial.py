@@ -62,9 +62,13 @@ def test_a_budget_must_be_positive(source, digits):
 
 def test_ambiguities_name_the_threshold_they_are_near_and_the_unsure_cells():
     assert ambiguities(25, 60.0, 30.0, 0.95) == ["25 per class is near the 30 that separates little data"]
-    assert ambiguities(100, 50.0, 51.0, 0.5) == [
+    assert ambiguities(100, 50.0, 51.0, None) == [
         "the probe's gain (-1.0 points) is near the -3.1 below which scratch won",
         "no calibration row had moderate data, different features: the rule there is the textbook's, untested",
+    ]
+    # an unlike source (issue 21): scratch by its own rule, so no cell of the table is unsure
+    assert ambiguities(100, 50.0, 51.0, 0.5) == [
+        "the probe's gain (-1.0 points) is near the -3.1 below which scratch won"
     ]
     assert ambiguities(5, 60.0, 30.0, 0.82) == [
         "the probe keeps 82% of the source's accuracy, near the 80% of 'similar'"

@@ -75,10 +75,17 @@ class _Step:
     scaler: torch.amp.GradScaler | None  # float16 only
     amp: torch.dtype | None  # the training autocast dtype; None: float32
     threads: ThreadTuner | None = None  # CPU: picks the thread count from the steps' times (runtime.py)
+    suffix: nn.Module | None = None  # runs the batches of cached frozen-prefix outputs (`frozen.py`)
 
     @property
     def eval_model(self) -> nn.Module:
+        """What is saved: the whole network (its EMA where there is one)."""
         return self.ema.module if self.ema else self.model
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """What the test loader's batches go through: the suffix where they are cached prefix outputs."""
+        return self.suffix if self.suffix is not None else self.eval_model
 
 
 class _Every:
@@ -106,13 +113,21 @@ def fit(
     device: torch.device,
     param_groups=None,
     resume: str | Path | None = None,
+    suffix: nn.Module | None = None,
+    test_images=None,
 ) -> TrainResult:
     """Run `cfg.epochs` epochs of `model` on `loaders = (train, test)`; checkpoints go to `ctx.run_dir`.
 
     `resume`: a checkpoint (or a run folder: its `last`) whose training state to continue from. Besides
-    `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`."""
+    `last` after every epoch, a mid-epoch `last` is saved every `cfg.checkpoint_minutes`.
+
+    `suffix`: where the loaders hold a frozen prefix's cached outputs instead of images (`frozen.py`), the
+    module that runs them: `model`'s trainable layers, while `model`, whole, is what is saved and
+    returned; `test_images` then is the test loader of images (TensorBoard's predictions figure)."""
+    if suffix is not None and cfg.ema:
+        raise CnnzooError("a cached frozen prefix cannot train with an EMA of the whole model: use --ema 0")
     train_loader, test_loader = loaders
-    step, state = _prepare(model, cfg, ctx, device, param_groups, len(train_loader), resume)
+    step, state = _prepare(model, cfg, ctx, device, param_groups, len(train_loader), resume, suffix)
     check_same_start(state.step, ctx.dist_env, device)
     log = RunLog(ctx.run_dir, enabled=ctx.writes)
     log.truncate_after(state.epoch)
@@ -159,7 +174,15 @@ def fit(
             )
         result = _result(ctx, state, history, start, step)
         if tb is not None:
-            tb.finish_run(result, test_loader, ctx, cfg, epochs=result.epochs_run, predictions=ctx.save)
+            pictures = test_images if suffix is not None else test_loader
+            tb.finish_run(
+                result,
+                pictures,
+                ctx,
+                cfg,
+                epochs=result.epochs_run,
+                predictions=ctx.save and pictures is not None,
+            )
         return result
     finally:
         if tb is not None:
@@ -220,7 +243,14 @@ def _run_epochs(
 
 
 def _prepare(
-    model: nn.Module, cfg: TrainConfig, ctx: RunContext, device, param_groups, steps_per_epoch: int, resume
+    model: nn.Module,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    device,
+    param_groups,
+    steps_per_epoch: int,
+    resume,
+    suffix: nn.Module | None = None,
 ) -> tuple[_Step, _Progress]:
     """The model on `device`, its optimizer, schedule, EMA and scaler; restored from `resume` if given."""
     model.to(device)
@@ -231,11 +261,11 @@ def _prepare(
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     amp = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp, thread_tuner(device, "train"))
+    step = _Step(model, model, optimizer, scheduler, ema, scaler, amp, thread_tuner(device, "train"), suffix)
     state = _Progress()
     if resume is not None:
         state = _restore(step, Path(resume), device)
-    step.net = _wrap(model, cfg, ctx.dist_env, device)
+    step.net = _wrap(model if suffix is None else suffix, cfg, ctx.dist_env, device)
     return step, state
 
 
@@ -250,7 +280,7 @@ def _epoch_record(
         "lr": step.optimizer.param_groups[-1]["lr"],
     }
     if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-        metrics = evaluate_model(step.eval_model, test_loader, amp=eval_amp, tta=cfg.tta)
+        metrics = evaluate_model(step.eval_net, test_loader, amp=eval_amp, tta=cfg.tta)
         record.update(
             test_loss=metrics["loss"],
             test_acc=metrics["accuracy"],

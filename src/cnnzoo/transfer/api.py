@@ -5,7 +5,7 @@
 
 `source` is what `cnnzoo finetune --from` takes (a bundled model, a run folder or checkpoint, a weights
 file, torchvision:NAME). The keywords are `FinetuneConfig`'s (`model`, `lr_range`, `layer_decay`,
-`head_epochs`, `train_bn`, `cache_flip`, `samples_per_class`) and every `TrainConfig` field; `lr` may be a
+`head_epochs`, `train_bn`, `cache_flip`, `samples_per_class`, `prefix_cache`) and every `TrainConfig` field; `lr` may be a
 (stem, head) pair, as `--lr LO:HI`. Those not given are the recipe the transfer study measured for the
 strategy and the number of training images, as `cnnzoo finetune` resolves them.
 """

@@ -5,6 +5,7 @@ Strategies (how far back to fine-tune):
     head      only the new classifier learns; the frozen backbone's features are computed once
               and cached, so each epoch costs a logistic regression (`features.py`)
     last:N    the last N groups before the head learn, with the head (N=1: the last stage)
+              (the frozen groups before them run once: their outputs are cached, `engine/frozen.py`)
     full      everything learns, optionally with layer-wise rate decay or a rate range
     gradual   head first on cached features, then everything at lower, discriminative rates
     scratch   the same architecture from random weights: the baseline transfer has to beat
@@ -33,6 +34,7 @@ from ..data import load_dataset
 from ..data.base import Splits
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
+from ..engine.frozen import CachedLoader, PrefixCache, split_frozen
 from ..engine.loop import TrainResult, fit
 from ..engine.resume import RESUMABLE, differences, resume_run_dir
 from ..engine.runfolder import (
@@ -89,6 +91,7 @@ class FinetuneConfig:
     train_bn: bool = False  # let frozen BatchNorm layers adapt their statistics
     cache_flip: bool = False  # head: also cache features of mirrored images
     samples_per_class: int = 0  # keep at most this many training images per class; 0 = all
+    prefix_cache: bool = True  # last:N: run the frozen groups once and cache their outputs (exact; faster)
 
     def __post_init__(self):
         if self.samples_per_class < 0:
@@ -311,7 +314,49 @@ def _train_strategy(ft, cfg, model, loaders, ctx: RunContext, device, start_from
     spec = "full" if ft.strategy == "scratch" else ft.strategy
     freeze(model, spec, train_bn=ft.train_bn)
     groups = param_groups(model, ft.lr_range or cfg.lr, ft.layer_decay)
-    return fit(model, loaders, cfg, ctx, device=device, param_groups=groups, resume=start_from)
+    return _fit_frozen(model, loaders, cfg, ctx, device, groups, ft.prefix_cache, resume=start_from)
+
+
+def _fit_frozen(
+    model, loaders, cfg: TrainConfig, ctx: RunContext, device, groups, use_cache: bool, resume=None
+):
+    """`fit`, with the frozen groups' outputs computed once and cached where that trains exactly as running
+    them every epoch would (`engine/frozen.py`): an epoch then costs the trainable groups only. Where it
+    would not (augmentation on, ...), the frozen part runs every epoch, and a note says why."""
+    why = _no_prefix_cache(loaders[0], cfg, ctx) if use_cache else ""
+    split = None
+    if use_cache and not why:
+        split, why = split_frozen(model)
+    if split is None:
+        if why and not ctx.quiet:
+            print(f"no cache of the frozen part's outputs: {why}; it runs every epoch")
+        return fit(model, loaders, cfg, ctx, device=device, param_groups=groups, resume=resume)
+    start = time.perf_counter()
+    train = PrefixCache(split.prefix, loaders[0], amp=autocast_dtype(cfg.precision, device))
+    test = PrefixCache(split.prefix, loaders[1], amp=autocast_dtype(cfg.eval_precision, device))
+    try:
+        if not ctx.quiet:
+            where = "on disk" if train.on_disk or test.on_disk else "in memory"
+            print(
+                f"frozen part run once: its output ({split.boundary}, {tuple(train.shape)} per image) cached for "
+                f"{len(train.labels):,} training and {len(test.labels):,} test images, "
+                f"{(train.nbytes + test.nbytes) / 2**20:,.0f} MiB {where}, in {time.perf_counter() - start:.1f} s"
+            )
+        cached = (CachedLoader(train, loaders[0]), CachedLoader(test, loaders[1]))
+        return fit(
+            model,
+            cached,
+            cfg,
+            ctx,
+            device=device,
+            param_groups=groups,
+            suffix=split.suffix,
+            test_images=loaders[1],
+            resume=resume,
+        )
+    finally:
+        train.close()
+        test.close()
 
 
 def source_model(ft: FinetuneConfig, cfg: TrainConfig, info):
@@ -330,6 +375,24 @@ def source_model(ft: FinetuneConfig, cfg: TrainConfig, info):
         model, _gradual_rates(ft, cfg) if ft.strategy == "gradual" else ft.lr_range or cfg.lr, ft.layer_decay
     )
     return src, model
+
+
+def _no_prefix_cache(train_loader, cfg: TrainConfig, ctx: RunContext) -> str:
+    """Why the frozen part's outputs cannot stand in for it in this run ("" where they can)."""
+    if getattr(train_loader, "augment", None) is not None:
+        return (
+            f"augmentation is on (--augment {train_loader.augment.spec()}), so every epoch's images differ "
+            "(--augment none caches them)"
+        )
+    if not hasattr(train_loader, "images"):
+        return "the images stream from disk"
+    if ctx.dist_env.enabled:
+        return "training is distributed"
+    if cfg.ema:
+        return "an EMA of the whole network is kept (--ema 0 caches)"
+    if cfg.tta:
+        return "test-time augmentation mirrors the images"
+    return ""
 
 
 def _gradual_rates(ft: FinetuneConfig, cfg: TrainConfig) -> float | tuple[float, float]:
