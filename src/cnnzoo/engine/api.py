@@ -28,7 +28,7 @@ from ..errors import CnnzooError, unknown_name
 from ..runtime import resolve_device
 from .config import TrainConfig, checked_value, default_augment, default_config
 from .loop import TrainResult, fit
-from .setup import RunContext, load_splits, make_loaders
+from .setup import RunContext, load_splits, run_loaders
 from .train import train as _train
 
 __all__ = ["train", "fit_module", "config_overrides"]
@@ -86,17 +86,7 @@ def fit_module(
     device = resolve_device(cfg.device)
     splits = load_splits(cfg)
     info = splits.info
-    loaders = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=image_size or info.image_size,
-        channels=info.channels,
-        mean=info.mean,
-        std=info.std,
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-    )
+    loaders = run_loaders(splits, cfg, image_size or info.image_size, device)
     torch.manual_seed(cfg.seed)
     ctx = RunContext(Path("."), {}, quiet=quiet, save=False)
     return fit(model, loaders, cfg, ctx, device=device)

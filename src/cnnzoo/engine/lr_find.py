@@ -33,7 +33,7 @@ from .config import TrainConfig, describe_recipe, scale_to_data
 from .frozen import set_frozen_bn_eval
 from .loop import _loss
 from .optim import build_optimizer
-from .setup import check_image_size, load_splits, make_loaders, resolve_image_size
+from .setup import check_image_size, load_splits, resolve_image_size, run_loaders
 
 __all__ = ["LrFind", "lr_find", "lr_find_model", "plot_title", "START_LR", "END_LR", "STEPS"]
 
@@ -256,18 +256,7 @@ def lr_find_model(
     image_size = resolve_image_size(cfg, info, quiet)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=info.num_classes, in_chans=info.channels, **cfg.model_kwargs)
-    train_loader, _ = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=image_size,
-        channels=info.channels,
-        mean=info.mean,
-        std=info.std,
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-        channels_last=cfg.channels_last,
-    )
+    train_loader, _ = run_loaders(splits, cfg, image_size, device)
     result = lr_find(model, train_loader, cfg, device=device, start_lr=start_lr, end_lr=end_lr, steps=steps)
     if png is not None:
         result.plot(

@@ -35,6 +35,7 @@ from .distributed import DistEnv
 __all__ = [
     "RunContext",
     "make_loaders",
+    "run_loaders",
     "load_splits",
     "dataset_options",
     "apply_train_subset",
@@ -116,6 +117,24 @@ def make_loaders(
     )
     test = loader_for(splits.test, EVAL_BATCH, shuffle=False, channels_last=channels_last, **common)
     return train, test
+
+
+def run_loaders(splits: Splits, cfg: TrainConfig, image_size: int, device, dist_env: DistEnv | None = None):
+    """`make_loaders` for a run of `cfg` on `splits`, in the data's own channels and normalisation."""
+    info = splits.info
+    return make_loaders(
+        splits,
+        batch_size=cfg.batch_size,
+        image_size=image_size,
+        channels=info.channels,
+        mean=info.mean,
+        std=info.std,
+        augment=cfg.augment,
+        device=device,
+        seed=cfg.seed,
+        channels_last=cfg.channels_last,
+        dist_env=dist_env,
+    )
 
 
 def load_splits(cfg: TrainConfig) -> Splits:

@@ -46,6 +46,7 @@ from .setup import (
     load_splits,
     make_loaders,
     resolve_image_size,
+    run_loaders,
 )
 
 __all__ = [
@@ -197,19 +198,7 @@ def _build_and_fit(
     check_memory(cfg, splits, image_size, device)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=info.num_classes, in_chans=info.channels, **cfg.model_kwargs)
-    loaders = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=image_size,
-        channels=info.channels,
-        mean=info.mean,
-        std=info.std,
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-        channels_last=cfg.channels_last,
-        dist_env=dist_env,
-    )
+    loaders = run_loaders(splits, cfg, image_size, device, dist_env)
     meta = checkpoint_meta(cfg.model, cfg.model_kwargs, info, image_size, info.channels, info.mean, info.std)
     ctx = RunContext(run_dir, meta, quiet, dist_env, save=save)
     if not quiet and dist_env.is_main:
