@@ -28,6 +28,7 @@ from ..models import count_params
 from ..summary import summarize
 from . import _md as md
 from ._common import (
+    ONE_SEED,
     StudyRun,
     computed_rf,
     fit_quiet,
@@ -39,6 +40,7 @@ from ._common import (
     provenance_lines,
     pyplot,
     save_figure,
+    spread_verdict,
     study_runner,
     subset_index,
     train_config,
@@ -220,10 +222,11 @@ def compare(a: list[float], b: list[float]) -> tuple[str, str]:
     """('Held' | 'Did not hold' | 'Inconclusive', figures) for the claim mean(a) > mean(b): inconclusive
     when the difference is within the larger standard deviation, or there is one seed only."""
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    figures = f"{ma:.2f} ± {sa:.2f}% vs {mb:.2f} ± {sb:.2f}%, {len(a)} seed(s)"
-    if len(a) < 2 or abs(ma - mb) <= max(sa, sb):
-        return "Inconclusive", figures + ": the difference is within the spread"
-    return ("Held" if ma > mb else "Did not hold"), figures
+    if len(a) < 2:  # one seed: no spread to read a verdict from (not "0.00 ± 0.00")
+        return "Inconclusive", f"{ma:.2f}% vs {mb:.2f}%, {ONE_SEED}"
+    figures = f"{ma:.2f} ± {sa:.2f}% vs {mb:.2f} ± {sb:.2f}%, {len(a)} seeds"
+    verdict, note = spread_verdict([(ma - mb, max(sa, sb))], len(a))
+    return verdict, figures + (f": {note}" if note else "")
 
 
 def claims(results: dict) -> list[tuple[str, str, str]]:
@@ -404,5 +407,6 @@ register_study(
         report=rewrite_report,
         default_out="reports/vgg-stacks",
         finding=finding,
+        presets=tuple(PRESETS),
     )
 )
