@@ -2,8 +2,9 @@
 
 A study module ends with `register_study(Study(...))`; the package (`studies/__init__.py`) imports every
 study module, so the registry is full once `cnnzoo.studies` is imported, and `cnnzoo study NAME` takes its
-choices from here. Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json`, and
-has a `quick` preset for the test suite. This module imports no study (the studies import it).
+choices from here. Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json` when
+run with its full preset and own seeds (any other run, unless told where: runs/studies/NAME/PRESET, see
+`run_folder`), and has a `quick` preset for the test suite. This module imports no study (the studies import it).
 """
 
 from __future__ import annotations

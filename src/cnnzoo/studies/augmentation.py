@@ -385,7 +385,9 @@ def finding(results: dict) -> tuple[str, str]:
     c = claims(results)
     verdicts = [v for v, *_ in c]
     counts = ", ".join(
-        f"{verdicts.count(v)} {v.lower()}" for v in ("Held", "Did not hold", "Inconclusive") if v in verdicts
+        f"{verdicts.count(v)} {v.lower()}"
+        for v in ("Held", "Did not hold", "Inconclusive", "Budget-bound")
+        if v in verdicts
     )
     return f"{counts} (of {len(c)})", "; ".join(f"{v}: {claim}" for v, claim, _ in c)
 
