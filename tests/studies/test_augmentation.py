@@ -68,6 +68,11 @@ def test_claims_logic(report):
     )
     assert verdicts["flips stop helping on digits"] == "Held"
     assert verdicts["crops and flips raise test accuracy (Fashion-MNIST, every size)"] == "Inconclusive"
+    sizes = list(r["grid"]["fashion-mnist"])
+    for run in r["grid"]["fashion-mnist"][sizes[-1]]["none"]:  # only the largest size's runs still learning
+        run["train_loss_curve"] = [1.0 - e / 20 for e in range(12)]
+    gap = next(f for v, c, f in study.claims(r) if c.startswith("crops and flips narrow the gap"))
+    assert f"at the sizes whose runs all converged ({sizes[0]} images) it reads Held" in gap
     _set(
         r,
         "fashion-mnist",

@@ -457,40 +457,45 @@ BUDGET_BOUND = "Budget-bound"
 
 @dataclass(frozen=True)
 class Plateau:
-    """The stated convergence criterion on a run's training loss (one value per epoch): smoothed by a
-    moving average of `smooth` epochs, it improved by less than `rel_tol` of itself over the last `window`
-    of the epochs (at least `min_window`), or it is below `floor` (the training images are fitted: relative
-    changes of a vanishing loss are noise). A run too short to have such a window has not converged."""
+    """The stated convergence criterion on a run's training loss (one value per epoch), smoothed by a
+    moving average of `smooth` epochs: the last `window` of the epochs (at least `min_window`) brought less
+    than `tol` of the whole run's fall of that loss, or the loss is below `floor` (the training images are
+    fitted). The fall is measured against the run's own fall, not the loss's level: a plain-56 stuck high
+    and creeping down is still learning, a run that fell from 2.3 to 0.03 and moves by 0.01 is not. A run too
+    short to have such a window, or whose loss did not fall, has not converged."""
 
     window: float = 0.2  # the last fifth of the epochs: with one-cycle, the low-rate end of the schedule
     min_window: int = 3
     smooth: int = 3  # epochs averaged: the per-epoch loss of a small set is noisy
-    rel_tol: float = 0.05  # 5%: a loss still falling faster than this would move the accuracies compared
+    tol: float = 0.05  # 5% of the run's fall: more would still move the accuracies compared
     floor: float = 0.01  # nats: ~99.5%+ of the training images fitted with confidence
 
     def describe(self) -> str:
         return (
-            f"a run has converged when its training loss, averaged over {self.smooth} epochs, fell by less "
-            f"than {100 * self.rel_tol:.0f}% over the last {100 * self.window:.0f}% of its epochs (at least "
-            f"{self.min_window}), or is below {self.floor} (its training images fitted)"
+            f"a run has converged when the last {100 * self.window:.0f}% of its epochs (at least "
+            f"{self.min_window}) brought less than {100 * self.tol:.0f}% of the whole run's fall of its training "
+            f"loss (averaged over {self.smooth} epochs), or the loss is below {self.floor} (its training images "
+            "fitted)"
         )
 
     def check(self, losses: list[float]) -> dict:
-        """{converged, improvement (relative fall over the window, None when too short), window, loss}."""
+        """{converged, improvement (the window's share of the run's fall, None when too short), window, loss}."""
         n = len(losses)
         k = max(self.min_window, round(self.window * n))
         if n < k + self.smooth:
-            return {
-                "converged": False,
-                "improvement": None,
-                "window": k,
-                "loss": losses[-1] if losses else None,
-            }
+            last = losses[-1] if losses else None
+            return {"converged": False, "improvement": None, "window": k, "loss": last}
         smoothed = [statistics.fmean(losses[i - self.smooth + 1 : i + 1]) for i in range(self.smooth - 1, n)]
-        before, last = smoothed[-1 - k], smoothed[-1]
-        improvement = (before - last) / before if before > 0 else 0.0
-        converged = last < self.floor or improvement < self.rel_tol
-        return {"converged": converged, "improvement": improvement, "window": k, "loss": last}
+        first, before, last = smoothed[0], smoothed[-1 - k], smoothed[-1]
+        if first <= last:  # no fall at all: stuck, not converged
+            return {"converged": last < self.floor, "improvement": None, "window": k, "loss": last}
+        share = (before - last) / (first - last)
+        return {
+            "converged": last < self.floor or share < self.tol,
+            "improvement": share,
+            "window": k,
+            "loss": last,
+        }
 
 
 PLATEAU = Plateau()

@@ -26,6 +26,7 @@ from ..data.base import Splits
 from ..models import create_model
 from . import _md as md
 from ._common import (
+    BUDGET_BOUND,
     PLATEAU,
     StudyRun,
     accuracy_on,
@@ -192,13 +193,20 @@ def claims(results: dict) -> list[tuple[str, str, str]]:
     out = []
 
     def add(diffs, claim: str, figures: str, cells, want_positive: bool = True, verdict: str | None = None):
+        """`cells`: per size compared (in the order of `diffs`), the cells of the runs compared there."""
         spread, note = spread_verdict(diffs, seeds, want_positive=want_positive)
-        v, budget = budget_verdict(verdict or spread, _converged(cells), hint)
+        per_size = [_converged(c) for c in cells]
+        v, budget = budget_verdict(verdict or spread, [c for checks in per_size for c in checks], hint)
+        done = [i for i, checks in enumerate(per_size) if all(c["converged"] for c in checks)]
+        if v == BUDGET_BOUND and verdict is None and done:  # what the sizes that converged can say
+            partial = spread_verdict([diffs[i] for i in done], seeds, want_positive=want_positive)[0]
+            at = ", ".join(sizes[i] for i in done)
+            budget = f"at the sizes whose runs all converged ({at} images) it reads {partial}; {budget}"
         notes = "; ".join(x for x in (note if seeds < 2 else "", budget) if x)
         out.append((v, claim, figures + (f"; {notes}" if notes else "")))
 
     def cells(data, *conditions, at=None):
-        return [grid[data][n][c] for n in (at or sizes) for c in conditions]
+        return [[grid[data][n][c] for c in conditions] for n in (at or sizes)]
 
     gaps = [_diff(fashion[n]["none"], fashion[n]["crop+flip"], "gap") for n in sizes]
     add(
