@@ -375,7 +375,7 @@ def _grid_section(results: dict, data: str) -> list[str]:
                 "train acc %",
                 "test acc %",
                 "gap (points)",
-                "converged (largest fall in the last window)",
+                "converged (largest share of the loss fall in the last window)",
                 "time per run",
             ],
             rows,

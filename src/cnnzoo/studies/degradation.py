@@ -351,7 +351,9 @@ def _convergence_table(results: dict) -> list[str]:
             ]
         )
     return md.join(
-        md.table(["model", "converged", "fall of the smoothed loss over the last window", "final loss"], rows)
+        md.table(
+            ["model", "converged", "share of the run's loss fall in the last window", "final loss"], rows
+        )
     )
 
 
