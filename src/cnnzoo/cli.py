@@ -13,7 +13,7 @@ import json
 import sys
 from dataclasses import dataclass, fields, replace
 
-from .errors import CnnzooError
+from .errors import CnnzooError, unknown_name
 
 __all__ = ["main", "build_parser", "add_train_options", "train_overrides"]
 
@@ -494,13 +494,18 @@ def cmd_study(args) -> int:
     from .studies import get_study
 
     study = get_study(args.name)
-    out = args.out or study.default_out
+    preset = args.preset or ("quick" if args.quick else "full")
+    if preset not in study.presets:
+        raise unknown_name("preset", preset, study.presets, f"{study.name}'s: {', '.join(study.presets)}")
+    # only the default run writes the committed report (reports/NAME); --quick, --preset, --seeds: runs/studies/
+    out = args.out or study.out_for(preset, args.seeds)
     if not args.report_only:  # refused before any work: a file in the way, a folder that cannot be written
         output_folder(out, "--out")
     if args.report_only:
         print(f"report written: {study.report(out)}")
         return 0
-    path = study.run(out, quick=args.quick, seeds=args.seeds, device=args.device)
+    chosen = {"preset": args.preset} if args.preset else {}  # a study whose run takes no preset has two
+    path = study.run(out, quick=args.quick, seeds=args.seeds, device=args.device, **chosen)
     print(f"report written: {path}")
     return 0
 
@@ -767,8 +772,16 @@ def _add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "\n".join(f"{n}: {get_study(n).summary}" for n in names)
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # one study per line, as written
     p.add_argument("name", choices=names, help="the study to run")
-    p.add_argument("--quick", action="store_true", help="a small preset that runs in a few minutes")
-    p.add_argument("--out", help="where the report goes (default reports/NAME)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small preset that runs in a few minutes")
+    size.add_argument(
+        "--preset", help="a preset by name, e.g. cuda (sized for one H100-class GPU: with --device cuda)"
+    )
+    p.add_argument(
+        "--out",
+        help="where the report goes (default reports/NAME for the full preset with its own seeds; any other "
+        "run: runs/studies/NAME/PRESET, never over a committed report)",
+    )
     p.add_argument("--seeds", type=positive_int, help="seeds per cell (default: the preset's)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--report-only", action="store_true", help="re-render the report from OUT/results.json")

@@ -30,6 +30,7 @@ def test_grid(report):
                 (run,) = cell
                 assert run["gap"] == pytest.approx(run["train_acc"] - run["test_acc"])
                 assert run["epochs"] == study.epochs_for(int(n), study.PRESETS["tiny"])
+                assert len(run["train_loss_curve"]) == run["epochs"]
     assert study.DATASETS["mnist"] == ("crop", "crop+flip")  # the flip question on digits
 
 
@@ -51,6 +52,13 @@ def test_claims_logic(report):
             _set(r, data, c, "gap", [5.0, 5.5])
     _set(r, "fashion-mnist", "crop+flip", "gap", [1.0, 1.5])
     _set(r, "mnist", "crop+flip", "test_acc", [70.0, 71.0])
+    # the tiny runs are far too short to converge: every verdict is Budget-bound, saying what it read
+    bound = study.claims(r)
+    assert {v for v, _, _ in bound} == {"Budget-bound"}
+    assert "read as Held" in bound[0][2] and "--preset cuda --device cuda" in bound[0][2]
+    for data, conditions in study.DATASETS.items():  # converged runs: flat for their last epochs
+        for c in conditions:
+            _set(r, data, c, "train_loss_curve", [[1.0, 0.5] + [0.3] * 10] * 2)
     verdicts = {claim.split(":")[0]: v for v, claim, _ in study.claims(r)}
     assert (
         verdicts[
@@ -60,15 +68,32 @@ def test_claims_logic(report):
     )
     assert verdicts["flips stop helping on digits"] == "Held"
     assert verdicts["crops and flips raise test accuracy (Fashion-MNIST, every size)"] == "Inconclusive"
+    sizes = list(r["grid"]["fashion-mnist"])
+    for run in r["grid"]["fashion-mnist"][sizes[-1]]["none"]:  # only the largest size's runs still learning
+        run["train_loss_curve"] = [1.0 - e / 20 for e in range(12)]
+    gap = next(f for v, c, f in study.claims(r) if c.startswith("crops and flips narrow the gap"))
+    assert f"at the sizes whose runs all converged ({sizes[0]} images) it reads Held" in gap
+    _set(
+        r,
+        "fashion-mnist",
+        "none",
+        "train_loss_curve",
+        [[1.0, 0.5] + [0.3] * 10, [1.0 - e / 20 for e in range(12)]],
+    )
+    verdicts = {claim.split(":")[0]: v for v, claim, _ in study.claims(r)}
+    assert verdicts["crops and flips raise test accuracy (Fashion-MNIST, every size)"] == "Budget-bound"
+    assert verdicts["flips stop helping on digits"] == "Held"  # rests on MNIST runs only
     r["seeds"] = 1
-    assert {v for v, _, _ in study.claims(r)} == {"Inconclusive"}  # one seed has no spread to judge by
+    for v, _, figures in study.claims(r):  # one seed has no spread to judge by, and says so
+        assert v in ("Inconclusive", "Budget-bound") and "one seed: no spread; run with --seeds 3" in figures
 
 
 def test_report(report):
     out, _ = report
     text = (out / "README.md").read_text()
     assert "## fashion-mnist" in text and "## mnist" in text and "| train images | augmentation |" in text
-    for png in ("fashion-mnist.png", "mnist.png"):
+    assert "## Did the runs converge?" in text and "0/1 (" in text  # the tiny runs: too short
+    for png in ("fashion-mnist.png", "mnist.png", "loss.png"):
         assert (out / png).stat().st_size > 1000 and f"({png})" in text
     (out / "README.md").unlink()
     assert get_study("augmentation").report(out).exists()

@@ -25,7 +25,10 @@ def test_runs_curves_and_gradients(report):
     epochs = r["preset_config"]["epochs"]
     for run in r["runs"].values():
         (seed,) = run["seeds"]
-        assert len(seed["train_error_curve"]) == len(seed["test_error_curve"]) == epochs
+        assert (
+            len(seed["train_error_curve"]) == len(seed["test_error_curve"]) == len(seed["train_loss_curve"])
+        )
+        assert len(seed["train_loss_curve"]) == epochs
         assert 0 <= seed["final_train_error"] <= 100
     # one norm per convolution (6n + 1 of them: option-A shortcuts have none) and one for the fc
     for name, layers in (("plain20", 20), ("resnet20", 20), ("plain56", 56), ("resnet56", 56)):
@@ -34,10 +37,14 @@ def test_runs_curves_and_gradients(report):
         assert all(v > 0 for v in g["init"])
 
 
-def _with_errors(r: dict, errors: dict[str, list[float]]) -> dict:
+FLAT = [2.0, 1.0] + [0.5] * 10  # converged by the plateau criterion
+FALLING = [2.0 - e / 10 for e in range(12)]
+
+
+def _with_errors(r: dict, errors: dict[str, list[float]], curve: list[float] = FLAT) -> dict:
     r = copy.deepcopy(r)
     for name, errs in errors.items():
-        r["runs"][name]["seeds"] = [{"final_train_error": e} for e in errs]
+        r["runs"][name]["seeds"] = [{"final_train_error": e, "train_loss_curve": curve} for e in errs]
     return r
 
 
@@ -52,14 +59,23 @@ def test_verdict(report):
     within_spread = {**held, "plain56": [8, 14]}
     assert study.verdict(_with_errors(r, within_spread))[0] == "Inconclusive"
     one_seed = {k: v[:1] for k, v in held.items()}
-    assert study.verdict(_with_errors(r, one_seed))[0] == "Inconclusive"
+    verdict, figures = study.verdict(_with_errors(r, one_seed))
+    assert verdict == "Inconclusive" and "one seed: no spread; run with --seeds 3" in figures
+    # a run still learning: never "Did not hold", but Budget-bound with the command and time that can answer
+    verdict, figures = study.verdict(_with_errors(r, plain_better, FALLING))
+    assert verdict == "Budget-bound" and "read as Did not hold" in figures[-1]
+    assert (
+        "`cnnzoo study degradation --preset cuda --device cuda`" in figures[-1]
+        and " h on this CPU" in figures[-1]
+    )
 
 
 def test_report(report):
     out, _ = report
     text = (out / "README.md").read_text()
     assert "| `resnet56` | 852,730 |" in text and "6.97% (CIFAR-10, Table 6)" in text
-    for png in ("curves.png", "gradients.png"):
+    assert "| model | converged |" in text and "| `plain56` | 0/1 |" in text  # one epoch: too short to tell
+    for png in ("curves.png", "gradients.png", "loss.png"):
         assert (out / png).stat().st_size > 1000 and f"({png})" in text
     (out / "README.md").unlink()
     assert get_study("degradation").report(out).exists()

@@ -41,10 +41,11 @@ from ..engine.evaluate import evaluate_model
 from ..engine.loop import fit
 from ..engine.setup import RunContext, make_loaders
 from ..engine.tblog import tensorboard_installed
-from ..errors import CnnzooError
+from ..errors import CnnzooError, unknown_name
 from ..runtime import EVAL_BATCH, resolve_device
 from ..summary.trace import WHOLE_INPUT, Field, OpTracer
 from ._progress import StudyProgress
+from ._registry import run_folder
 
 __all__ = [
     "StudyRun",
@@ -71,6 +72,14 @@ __all__ = [
     "computed_rf",
     "measured_rf",
     "images_per_second",
+    "Plateau",
+    "PLATEAU",
+    "BUDGET_BOUND",
+    "ONE_SEED",
+    "spread_verdict",
+    "budget_verdict",
+    "rerun_hint",
+    "loss_figure",
 ]
 
 
@@ -99,8 +108,9 @@ def machine() -> dict:
     }
 
 
-def command(name: str, preset: str, seeds: int | None) -> str:
-    flags = {"quick": " --quick", "full": ""}.get(preset, f" (preset {preset}, from Python)")
+def command(name: str, preset: str, seeds: int | None, device: str = "auto") -> str:
+    flags = {"quick": " --quick", "full": ""}.get(preset, f" --preset {preset}")
+    flags += f" --device {device}" if device not in ("auto", "cpu") else ""
     return f"cnnzoo study {name}{flags}" + (f" --seeds {seeds}" if seeds else "")
 
 
@@ -141,6 +151,25 @@ def pm(values, digits: int = 2) -> str:
     return f"{m:.{digits}f}" if len(list(values)) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+ONE_SEED = "one seed: no spread; run with --seeds 3"
+
+
+def spread_verdict(
+    diffs: list[tuple[float, float]], seeds: int, *, want_positive: bool = True
+) -> tuple[str, str]:
+    """(verdict, note) for differences each with its spread (std over seeds): Held when every one has the
+    wanted sign beyond its spread, Did not hold when one has the other sign beyond it, Inconclusive otherwise.
+    One seed has no spread, so it never yields Held or Did not hold (note: `ONE_SEED`)."""
+    if seeds < 2:
+        return "Inconclusive", ONE_SEED
+    sign = 1 if want_positive else -1
+    if all(sign * d > s for d, s in diffs):
+        return "Held", ""
+    if any(sign * d < -s for d, s in diffs):
+        return "Did not hold", ""
+    return "Inconclusive", "the difference is within the spread"
+
+
 def pyplot():
     import matplotlib
 
@@ -170,13 +199,15 @@ def load_results(out: str | Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def new_results(name: str, preset: str, seeds: int | None, seeds_flag: int | None = None) -> dict:
+def new_results(
+    name: str, preset: str, seeds: int | None, seeds_flag: int | None = None, device: str = "auto"
+) -> dict:
     """The record every study starts from: `seeds` used, and the command (`seeds_flag`: --seeds as given)."""
     return {
         "study": name,
         "preset": preset,
         "seeds": seeds,
-        "command": command(name, preset, seeds_flag),
+        "command": command(name, preset, seeds_flag, device),
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -211,15 +242,23 @@ class StudyRun:
 
 
 def start_study(
-    name: str, presets: dict[str, Any], *, preset: str | None, quick: bool, seeds: int | None = None
+    name: str,
+    presets: dict[str, Any],
+    *,
+    preset: str | None,
+    quick: bool,
+    seeds: int | None = None,
+    device: str = "auto",
 ) -> StudyRun:
     """The preset (`preset` by name, else "quick" or "full"), the seeds (--seeds, else the preset's; a preset
     without a `seeds` field trains nothing and takes none) and the record every study starts from."""
     preset_name = preset or ("quick" if quick else "full")
+    if preset_name not in presets:
+        raise unknown_name("preset", preset_name, presets, f"{name}'s presets: {', '.join(presets)}")
     p = presets[preset_name]
     trains = hasattr(p, "seeds")
     used = (seeds or p.seeds) if trains else None
-    results = new_results(name, preset_name, used, seeds if trains else None)
+    results = new_results(name, preset_name, used, seeds if trains else None, device)
     results["preset_config"] = asdict(p)
     return StudyRun(p, used, results)
 
@@ -276,12 +315,13 @@ def study_runner(
     default_out: str,
 ) -> Callable[..., Path]:
     """A study's `run(out, *, quick, seeds, device, preset, log_dir)` for the registry and the CLI: the
-    preset and seeds chosen (`start_study`), the report folder made, `measure(run, out, device)` filling
+    preset and seeds chosen (`start_study`), the report folder made (without `out`: `run_folder`, so only
+    the default run writes the committed `default_out`), `measure(run, out, device)` filling
     `run.results` (its fits' TensorBoard events in `log_dir`/tensorboard/, default `study_log_dir`), then
     results.json and the report written (`StudyRun.finish`), and one line saying where the events are."""
 
     def run_study(
-        out: str | Path = default_out,
+        out: str | Path | None = None,
         *,
         quick: bool = False,
         seeds: int | None = None,
@@ -289,8 +329,8 @@ def study_runner(
         preset: str | None = None,
         log_dir: str | Path | None = None,
     ) -> Path:
-        run = start_study(name, presets, preset=preset, quick=quick, seeds=seeds)
-        out = Path(out)
+        run = start_study(name, presets, preset=preset, quick=quick, seeds=seeds, device=device)
+        out = Path(out) if out is not None else run_folder(name, default_out, run.results["preset"], seeds)
         out.mkdir(parents=True, exist_ok=True)
         log_dir = Path(log_dir) if log_dir is not None else study_log_dir(name, out, default_out)
         events = StudyEvents(log_dir / "tensorboard", {"study": name, "preset": run.results["preset"]})
@@ -312,7 +352,10 @@ def study_runner(
         return path
 
     run_study.__name__ = run_study.__qualname__ = f"run_{name.replace('-', '_')}_study"
-    run_study.__doc__ = f"Run the {name} study into `out` (default {default_out}); {measure.__doc__ or ''}"
+    run_study.__doc__ = (
+        f"Run the {name} study into `out` (default {default_out} for the full preset, else runs/studies/"
+        f"{name}/PRESET); {measure.__doc__ or ''}"
+    )
     return run_study
 
 
@@ -429,6 +472,118 @@ def images_per_second(
     for model in models.values():
         model.eval()
     return {k: len(x) / v for k, v in best.items()}
+
+
+# --- convergence: verdicts are read only from runs that stopped learning ---------------------------------
+
+BUDGET_BOUND = "Budget-bound"
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The stated convergence criterion on a run's training loss (one value per epoch), smoothed by a
+    moving average of `smooth` epochs: the last `window` of the epochs (at least `min_window`) brought less
+    than `tol` of the whole run's fall of that loss, or the loss is below `floor` (the training images are
+    fitted). The fall is measured against the run's own fall, not the loss's level: a plain-56 stuck high
+    and creeping down is still learning, a run that fell from 2.3 to 0.03 and moves by 0.01 is not. A run too
+    short to have such a window, or whose loss did not fall, has not converged."""
+
+    window: float = 0.2  # the last fifth of the epochs: with one-cycle, the low-rate end of the schedule
+    min_window: int = 3
+    smooth: int = 3  # epochs averaged: the per-epoch loss of a small set is noisy
+    tol: float = 0.05  # 5% of the run's fall: more would still move the accuracies compared
+    floor: float = 0.01  # nats: ~99.5%+ of the training images fitted with confidence
+
+    def describe(self) -> str:
+        return (
+            f"a run has converged when the last {100 * self.window:.0f}% of its epochs (at least "
+            f"{self.min_window}) brought less than {100 * self.tol:.0f}% of the whole run's fall of its training "
+            f"loss (averaged over {self.smooth} epochs), or the loss is below {self.floor} (its training images "
+            "fitted)"
+        )
+
+    def check(self, losses: list[float]) -> dict:
+        """{converged, improvement (the window's share of the run's fall, None when too short), window, loss}."""
+        n = len(losses)
+        k = max(self.min_window, round(self.window * n))
+        if n < k + self.smooth:
+            last = losses[-1] if losses else None
+            return {"converged": False, "improvement": None, "window": k, "loss": last}
+        smoothed = [statistics.fmean(losses[i - self.smooth + 1 : i + 1]) for i in range(self.smooth - 1, n)]
+        first, before, last = smoothed[0], smoothed[-1 - k], smoothed[-1]
+        if first <= last:  # no fall at all: stuck, not converged
+            return {"converged": last < self.floor, "improvement": None, "window": k, "loss": last}
+        share = (before - last) / (first - last)
+        return {
+            "converged": last < self.floor or share < self.tol,
+            "improvement": share,
+            "window": k,
+            "loss": last,
+        }
+
+
+PLATEAU = Plateau()
+
+
+def budget_verdict(verdict: str, checks: list[dict], rerun: str) -> tuple[str, str]:
+    """(verdict, note): `verdict` as read when every run it rests on converged (`Plateau.check`), else
+    "Budget-bound" (never "Did not hold": the runs cannot answer yet) with how many were still learning
+    and `rerun`, the command and estimated time of a budget that can (`rerun_hint`)."""
+    still = sum(not c["converged"] for c in checks)
+    if not still:
+        return verdict, ""
+    return (
+        BUDGET_BOUND,
+        f"{still} of {len(checks)} runs not converged by the criterion (read as {verdict}); {rerun}",
+    )
+
+
+def rerun_hint(name: str, results: dict, preset: str, factor: float) -> str:
+    """The command of `preset` (a study's larger budget; "cuda": sized for one H100-class GPU) and its time
+    estimated from this run's wall time, `factor` times this run's training, on this machine (a GPU's time is
+    not measured here)."""
+    hours = results["seconds"] * factor / 3600
+    flags = f" --preset {preset}" + (" --device cuda" if preset == "cuda" else "")
+    return (
+        f"a budget that can answer: `cnnzoo study {name}{flags}`, {factor:.0f}x this run's training "
+        f"(about {hours:.0f} h on this CPU; GPU time not measured)"
+    )
+
+
+def loss_figure(panels: dict[str, dict[str, list[list[float]]]], path: Path, title: str) -> Path:
+    """The curves a convergence verdict is read from: one panel per entry of `panels`, in it the training
+    loss per epoch of each label (thin: each seed; bold: their mean), log scale, with the last window of
+    the plateau criterion (`PLATEAU`) shaded."""
+    plt = pyplot()
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    for ax, (panel, curves) in zip(axes.flat, panels.items(), strict=False):
+        for i, (label, seeds) in enumerate(curves.items()):
+            n = min(len(c) for c in seeds)
+            epochs = range(1, n + 1)
+            for c in seeds:
+                ax.plot(epochs, c[:n], color=f"C{i}", lw=0.6, alpha=0.5)
+            ax.plot(
+                epochs,
+                [statistics.fmean(c[e] for c in seeds) for e in range(n)],
+                color=f"C{i}",
+                lw=1.8,
+                label=label,
+            )
+            k = PLATEAU.check(seeds[0])["window"]
+        ax.axvspan(n - k + 0.5, n + 0.5, color="0.85", zorder=0)
+        ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("training loss (log)")
+    fig.suptitle(title + " (shaded: the window the plateau criterion reads)", fontsize=10)
+    return save_figure(fig, path)
 
 
 # --- receptive fields --------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 A study module ends with `register_study(Study(...))`; the package (`studies/__init__.py`) imports every
 study module, so the registry is full once `cnnzoo.studies` is imported, and `cnnzoo study NAME` takes its
-choices from here. Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json`, and
-has a `quick` preset for the test suite. This module imports no study (the studies import it).
+choices from here. Every study writes `reports/NAME/README.md` (tables, PNG plots) and `results.json` when
+run with its full preset and own seeds (any other run, unless told where: runs/studies/NAME/PRESET, see
+`run_folder`), and has a `quick` preset for the test suite. This module imports no study (the studies import it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ from pathlib import Path
 from ..errors import unknown_name
 from ._report_index import refresh_index
 
-__all__ = ["Study", "register_study", "list_studies", "get_study", "registered"]
+__all__ = ["Study", "register_study", "list_studies", "get_study", "registered", "run_folder"]
+
+RUNS = Path("runs/studies")  # not committed (.gitignore): where every run but the default one writes
+
+
+def run_folder(name: str, default_out: str, preset: str = "full", seeds: int | None = None) -> Path:
+    """Where a run of study `name` writes when no --out is given: its committed report folder
+    (`default_out`, reports/NAME) only for the default run (the full preset, its own seeds); any other
+    (--quick, --preset, --seeds) writes to runs/studies/NAME/PRESET[-seedsN], never over a committed report."""
+    if preset == "full" and seeds is None:
+        return Path(default_out)
+    return RUNS / name / (preset + (f"-seeds{seeds}" if seeds is not None else ""))
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,14 @@ class Study:
     default_out: str
     # results.json -> (verdict, one line of finding) for reports/README.md (`studies/_report_index.py`)
     finding: Callable[[dict], tuple[str, str]] | None = None
+    presets: tuple[str, ...] = (
+        "full",
+        "quick",
+    )  # what `--preset` takes (run(..., preset=) for more than these)
+
+    def out_for(self, preset: str = "full", seeds: int | None = None) -> Path:
+        """The folder a run of `preset` with `seeds` (--seeds, None: the preset's) writes without --out."""
+        return run_folder(self.name, self.default_out, preset, seeds)
 
 
 _STUDIES: dict[str, Study] = {}

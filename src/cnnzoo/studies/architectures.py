@@ -581,5 +581,6 @@ register_study(
         report=rewrite_report,
         default_out="reports/architectures",
         finding=finding,
+        presets=tuple(PRESETS),
     )
 )

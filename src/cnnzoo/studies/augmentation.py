@@ -16,7 +16,7 @@ gap between them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,14 +26,20 @@ from ..data.base import Splits
 from ..models import create_model
 from . import _md as md
 from ._common import (
+    BUDGET_BOUND,
+    PLATEAU,
     StudyRun,
     accuracy_on,
+    budget_verdict,
     fit_quiet,
     load_results,
+    loss_figure,
     mean_std,
     provenance_lines,
     pyplot,
+    rerun_hint,
     save_figure,
+    spread_verdict,
     study_runner,
     subset_index,
     train_config,
@@ -74,7 +80,15 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(seeds=3, sizes=(200, 1_000, 5_000), min_seen=12_000, max_epochs=60, test_subset=2_000),
+    # 50k images seen per run (150 epochs of 200 images, 25 of 2,000), and every run converges (`PLATEAU`):
+    # the 12k of the first report left 5,000 images at 3 epochs, under-fitted (train barely above test), so
+    # crops "lowered" accuracy by slowing convergence; 5,000 images at 10 epochs did not converge either.
+    # Two seeds buy the steps on a shared 2-core CPU
+    "full": Preset(seeds=2, sizes=(200, 1_000, 2_000), min_seen=50_000, max_epochs=150, test_subset=2_000),
+    # sized for one H100-class GPU (never run here): the whole test set, 20,000 training images, 400k seen
+    "cuda": Preset(
+        seeds=5, sizes=(200, 1_000, 5_000, 20_000), min_seen=400_000, max_epochs=1_000, test_subset=10_000
+    ),
     "quick": Preset(seeds=1, sizes=(200, 2_000), min_seen=6_000, max_epochs=30, test_subset=1_000),
     "tiny": Preset(seeds=1, sizes=(64, 256), min_seen=256, max_epochs=4, test_subset=128, batch_size=64),
 }
@@ -105,6 +119,7 @@ def _run(data: str, condition: str, n: int, seed: int, splits: Splits, test, p: 
         "gap": train_acc - fit.final_acc,
         "epochs": epochs,
         "seconds": fit.seconds,
+        "train_loss_curve": [round(r["train_loss"], 5) for r in fit.history],
     }
 
 
@@ -138,19 +153,6 @@ def _m(cell: list[dict], key: str) -> tuple[float, float]:
     return mean_std(r[key] for r in cell)
 
 
-def _verdict(diffs: list[tuple[float, float]], seeds: int, want_positive: bool = True) -> str:
-    """Held when every (difference, spread) pair has the wanted sign beyond its spread; Did not hold when
-    one has the other sign beyond it; Inconclusive otherwise, and always with one seed (no spread)."""
-    sign = 1 if want_positive else -1
-    if seeds < 2:
-        return "Inconclusive"
-    if all(sign * d > s for d, s in diffs):
-        return "Held"
-    if any(sign * d < -s for d, s in diffs):
-        return "Did not hold"
-    return "Inconclusive"
-
-
 def _diff(a: list[dict], b: list[dict], key: str) -> tuple[float, float]:
     """mean(a) - mean(b) and the larger of the two standard deviations."""
     (ma, sa), (mb, sb) = _m(a, key), _m(b, key)
@@ -162,60 +164,96 @@ def _per_size(sizes: list[str], diffs: list[tuple[float, float]], what: str = ""
     return "; ".join(f"{n}{what}: {d:+.1f}{unit} (± {s:.1f})" for n, (d, s) in zip(sizes, diffs, strict=True))
 
 
+def _converged(cells: list[list[dict]]) -> list[dict]:
+    """The plateau check (`PLATEAU`) of every run of `cells`; a run recorded without its loss curve (the
+    reports before the criterion) counts as not converged."""
+    return [PLATEAU.check(r.get("train_loss_curve", [])) for cell in cells for r in cell]
+
+
+def images_seen(p: dict) -> int:
+    """Training images a preset's runs see, over every dataset, condition, size and seed."""
+    preset = _preset(p)
+    per_seed = sum(len(c) * n * epochs_for(n, preset) for c in DATASETS.values() for n in preset.sizes)
+    return per_seed * preset.seeds
+
+
+def rerun(results: dict) -> str:
+    """The command and estimated time of the cuda preset, from this run's wall time."""
+    factor = images_seen(asdict(PRESETS["cuda"])) / images_seen(results["preset_config"])
+    return rerun_hint(NAME, results, "cuda", factor)
+
+
 def claims(results: dict) -> list[tuple[str, str, str]]:
-    """(verdict, claim, figures) for what the grid can test."""
+    """(verdict, claim, figures) for what the grid can test: a spread verdict (`spread_verdict`) read only
+    when every run it compares converged (`budget_verdict`: else Budget-bound, with the command that can)."""
     grid = results["grid"]
     fashion, mnist = grid["fashion-mnist"], grid["mnist"]
     sizes = list(fashion)
     seeds = results["seeds"]
+    hint = rerun(results)
     out = []
+
+    def add(diffs, claim: str, figures: str, cells, want_positive: bool = True, verdict: str | None = None):
+        """`cells`: per size compared (in the order of `diffs`), the cells of the runs compared there."""
+        spread, note = spread_verdict(diffs, seeds, want_positive=want_positive)
+        per_size = [_converged(c) for c in cells]
+        v, budget = budget_verdict(verdict or spread, [c for checks in per_size for c in checks], hint)
+        done = [i for i, checks in enumerate(per_size) if all(c["converged"] for c in checks)]
+        if v == BUDGET_BOUND and verdict is None and done:  # what the sizes that converged can say
+            partial = spread_verdict([diffs[i] for i in done], seeds, want_positive=want_positive)[0]
+            at = ", ".join(sizes[i] for i in done)
+            budget = f"at the sizes whose runs all converged ({at} images) it reads {partial}; {budget}"
+        notes = "; ".join(x for x in (note if seeds < 2 else "", budget) if x)
+        out.append((v, claim, figures + (f"; {notes}" if notes else "")))
+
+    def cells(data, *conditions, at=None):
+        return [[grid[data][n][c] for c in conditions] for n in (at or sizes)]
+
     gaps = [_diff(fashion[n]["none"], fashion[n]["crop+flip"], "gap") for n in sizes]
-    out.append(
-        (
-            _verdict(gaps, seeds),
-            "crops and flips narrow the gap between training and test accuracy (Fashion-MNIST, every size)",
-            _per_size(sizes, gaps, " images", " points"),
-        )
+    add(
+        gaps,
+        "crops and flips narrow the gap between training and test accuracy (Fashion-MNIST, every size)",
+        _per_size(sizes, gaps, " images", " points"),
+        cells("fashion-mnist", "none", "crop+flip"),
     )
     gains = [_diff(fashion[n]["crop+flip"], fashion[n]["none"], "test_acc") for n in sizes]
-    out.append(
-        (
-            _verdict(gains, seeds),
-            "crops and flips raise test accuracy (Fashion-MNIST, every size)",
-            _per_size(sizes, gains, " images", " points"),
-        )
+    add(
+        gains,
+        "crops and flips raise test accuracy (Fashion-MNIST, every size)",
+        _per_size(sizes, gains, " images", " points"),
+        cells("fashion-mnist", "none", "crop+flip"),
     )
     (g_small, s_small), (g_large, s_large) = gains[0], gains[-1]
-    largest = _verdict([(g_small - g_large, max(s_small, s_large))], seeds)
-    if largest == "Held" and g_small <= s_small:  # "largest" of losses is no gain
-        largest = "Did not hold" if g_small < -s_small else "Inconclusive"
-    out.append(
-        (
-            largest,
-            "the gain in test accuracy is largest, and positive, with the least data",
-            f"{g_small:+.1f} points at {sizes[0]} images, {g_large:+.1f} at {sizes[-1]}",
-        )
+    largest = [(g_small - g_large, max(s_small, s_large))]
+    word = spread_verdict(largest, seeds)[0]
+    if word == "Held" and g_small <= s_small:  # "largest" of losses is no gain
+        word = "Did not hold" if g_small < -s_small else "Inconclusive"
+    add(
+        largest,
+        "the gain in test accuracy is largest, and positive, with the least data",
+        f"{g_small:+.1f} points at {sizes[0]} images, {g_large:+.1f} at {sizes[-1]}",
+        cells("fashion-mnist", "none", "crop+flip", at=[sizes[0], sizes[-1]]),
+        verdict=word,
     )
     flip_fashion = [_diff(fashion[n]["crop+flip"], fashion[n]["crop"], "test_acc") for n in sizes]
     flip_mnist = [_diff(mnist[n]["crop+flip"], mnist[n]["crop"], "test_acc") for n in sizes]
-    out.append(
-        (
-            _verdict(flip_mnist, seeds, want_positive=False),
-            "flips stop helping on digits: adding them to crops lowers MNIST test accuracy",
-            "flip's effect on MNIST: "
-            + _per_size(sizes, flip_mnist)
-            + "; on Fashion-MNIST: "
-            + _per_size(sizes, flip_fashion),
-        )
+    add(
+        flip_mnist,
+        "flips stop helping on digits: adding them to crops lowers MNIST test accuracy",
+        "flip's effect on MNIST: "
+        + _per_size(sizes, flip_mnist)
+        + "; on Fashion-MNIST: "
+        + _per_size(sizes, flip_fashion),
+        cells("mnist", "crop", "crop+flip"),
+        want_positive=False,
     )
     extra = [_diff(fashion[n]["crop+flip+affine"], fashion[n]["crop+flip"], "test_acc") for n in sizes]
-    out.append(
-        (
-            _verdict(extra, seeds),
-            f"other manipulations on top help further (AlexNet: PCA lighting, over {PAPER_LIGHTING_GAIN:.0f}% "
-            "top-1 on ImageNet; here: small affine distortions)",
-            _per_size(sizes, extra),
-        )
+    add(
+        extra,
+        f"other manipulations on top help further (AlexNet: PCA lighting, over {PAPER_LIGHTING_GAIN:.0f}% "
+        "top-1 on ImageNet; here: small affine distortions)",
+        _per_size(sizes, extra),
+        cells("fashion-mnist", "crop+flip", "crop+flip+affine"),
     )
     return out
 
@@ -253,6 +291,17 @@ def _plots(results: dict, out: Path) -> list[str]:
     return names
 
 
+def _loss_plot(results: dict, out: Path) -> None:
+    panels = {
+        f"{data}, {int(n):,} images": {
+            c: [r.get("train_loss_curve") or [math.nan] for r in cell] for c, cell in cells.items()
+        }
+        for data, by_size in results["grid"].items()
+        for n, cells in by_size.items()
+    }
+    loss_figure(panels, out / "loss.png", f"{MODEL}: training loss per epoch")
+
+
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     p = results["preset_config"]
@@ -271,10 +320,21 @@ def write_report(results: dict, out: Path) -> Path:
             "Which claims held here",
             md.verdicts(claims(results)),
             "A verdict needs every difference beyond the larger standard deviation over seeds; otherwise it is "
-            "inconclusive. Raw numbers, every run: [results.json](results.json).",
+            "inconclusive. It is read only from runs that converged: "
+            + PLATEAU.describe()
+            + "; a claim resting on a run still learning is **Budget-bound**, with the command of a budget that "
+            "can answer. Raw numbers, every run: [results.json](results.json).",
+        ),
+        md.section(
+            "Did the runs converge?",
+            "Training loss per epoch of every run (on the augmented images the run trained on), one panel per "
+            "dataset and training-set size; the table's *converged* column counts the runs that pass the "
+            "criterion above.",
+            md.figure("loss.png"),
         ),
     )
     _plots(results, out)
+    _loss_plot(results, out)
     return write_readme(out, lines)
 
 
@@ -289,13 +349,36 @@ def _grid_section(results: dict, data: str) -> list[str]:
                 _m(cells[c], "gap"),
             )
             seconds = _m(cells[c], "seconds")[0]
+            checks = _converged([cells[c]])
+            fall = [ch["improvement"] for ch in checks if ch["improvement"] is not None]
+            converged = f"{sum(ch['converged'] for ch in checks)}/{len(checks)}" + (
+                f" ({100 * max(fall):.1f}%)" if fall else " (no curve)"
+            )
             rows.append(
-                [n, c, f"{tr:.1f}", f"{ta:.2f} ± {ts:.2f}", f"{g:.1f} ± {gs:.1f}", f"{seconds:.0f} s"]
+                [
+                    n,
+                    c,
+                    cells[c][0]["epochs"],
+                    f"{tr:.1f}",
+                    f"{ta:.2f} ± {ts:.2f}",
+                    f"{g:.1f} ± {gs:.1f}",
+                    converged,
+                    f"{seconds:.0f} s",
+                ]
             )
     return md.section(
         f"{data} ({results[f'test_images_{data}']:,} test images)",
         md.table(
-            ["train images", "augmentation", "train acc %", "test acc %", "gap (points)", "time per run"],
+            [
+                "train images",
+                "augmentation",
+                "epochs",
+                "train acc %",
+                "test acc %",
+                "gap (points)",
+                "converged (largest share of the loss fall in the last window)",
+                "time per run",
+            ],
             rows,
         ),
         md.figure(f"{data}.png"),
@@ -311,7 +394,9 @@ def finding(results: dict) -> tuple[str, str]:
     c = claims(results)
     verdicts = [v for v, *_ in c]
     counts = ", ".join(
-        f"{verdicts.count(v)} {v.lower()}" for v in ("Held", "Did not hold", "Inconclusive") if v in verdicts
+        f"{verdicts.count(v)} {v.lower()}"
+        for v in ("Held", "Did not hold", "Inconclusive", "Budget-bound")
+        if v in verdicts
     )
     return f"{counts} (of {len(c)})", "; ".join(f"{v}: {claim}" for v, claim, _ in c)
 
@@ -328,5 +413,6 @@ register_study(
         report=rewrite_report,
         default_out="reports/augmentation",
         finding=finding,
+        presets=tuple(PRESETS),
     )
 )

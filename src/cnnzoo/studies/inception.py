@@ -527,5 +527,6 @@ register_study(
         report=rewrite_report,
         default_out="reports/inception",
         finding=finding,
+        presets=tuple(PRESETS),
     )
 )

@@ -549,5 +549,6 @@ register_study(
         report=rewrite_report,
         default_out="reports/lenet",
         finding=finding,
+        presets=tuple(PRESETS),
     )
 )
