@@ -39,7 +39,7 @@ from ..data.loader import InMemoryLoader
 from ..engine.config import TrainConfig
 from ..engine.evaluate import evaluate_model
 from ..engine.loop import fit
-from ..engine.setup import RunContext, make_loaders
+from ..engine.setup import RunContext, run_loaders
 from ..engine.tblog import tensorboard_installed
 from ..errors import CnnzooError, unknown_name
 from ..runtime import EVAL_BATCH, resolve_device
@@ -391,18 +391,7 @@ def fit_quiet(
     `cnnzoo train`), keeping nothing on disk but, inside a running study, TensorBoard events in its
     log folder's tensorboard/`label`/ (default label: MODEL-seedN)."""
     device = resolve_device(cfg.device)
-    info = splits.info
-    loaders = make_loaders(
-        splits,
-        batch_size=cfg.batch_size,
-        image_size=image_size,
-        channels=info.channels,
-        mean=info.mean,
-        std=info.std,
-        augment=cfg.augment,
-        device=device,
-        seed=cfg.seed,
-    )
+    loaders = run_loaders(splits, cfg, image_size, device)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     ctx = RunContext(Path("."), {}, quiet=True, save=False)
