@@ -32,7 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_NETWORK = ("resnet18-f37072fd.pth", "torchvision:")
 BACKGROUND = ("cnnzoo serve", "tensorboard --logdir")
-SKIPPED = {"make test": "the CI command (.ci/run), run and timed on its own", "make test-peers": "side environment"}
+SKIPPED = {
+    "make test": "the CI command (.ci/run), run and timed on its own",
+    "make test-peers": "side environment",
+}
 
 
 def readme_commands(text: str) -> list[tuple[str, str]]:
@@ -56,7 +59,10 @@ def substituted(command: str, workdir: Path) -> tuple[str, list[str]]:
     replacements = [
         (r"runs/lenet5-mnist-20261127-204500|runs/lenet5-mnist-\.\.\.", str(runs[0]) if runs else None),
         (r"(?<![\w/])(my-)?digit\.(png|jpg)", str(workdir / "digit.png")),
-        (r"~/my-images|folder:photos", "folder:/tmp/clothes" if "folder:photos" in command else "/tmp/clothes"),
+        (
+            r"~/my-images|folder:photos",
+            "folder:/tmp/clothes" if "folder:photos" in command else "/tmp/clothes",
+        ),
     ]
     for pattern, value in replacements:
         if value is not None and re.search(pattern, command):
@@ -86,7 +92,9 @@ def run_all(args) -> list[dict]:
                 background = None
             if command in SKIPPED or any(n in command for n in NEEDS_NETWORK):
                 why = SKIPPED.get(command, "needs a download (torchvision weights)")
-                rows.append({"command": command, "status": "not run", "seconds": 0, "says": comment, "why": why})
+                rows.append(
+                    {"command": command, "status": "not run", "seconds": 0, "says": comment, "why": why}
+                )
                 continue
             if not (workdir / "digit.png").exists() and (workdir / ".venv/bin/python").exists():
                 make_digit(workdir, str(workdir / ".venv/bin/python"))
@@ -94,7 +102,12 @@ def run_all(args) -> list[dict]:
             start = time.monotonic()
             if any(run.startswith(b) for b in BACKGROUND):
                 background = subprocess.Popen(
-                    run, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    run,
+                    shell=True,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
                     start_new_session=True,
                 )
                 time.sleep(args.server_wait)
@@ -103,13 +116,20 @@ def run_all(args) -> list[dict]:
                 continue
             try:
                 done = subprocess.run(
-                    run, shell=True, env=env, capture_output=True, text=True, timeout=args.timeout,
+                    run,
+                    shell=True,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
                     start_new_session=True,
                 )
                 status, output = f"exit {done.returncode}", done.stdout + done.stderr
             except subprocess.TimeoutExpired as e:
                 status = f"stopped at {args.timeout} s"
-                output = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+                output = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(
+                    errors="replace"
+                )
             rows.append(_row(command, run, notes, status, time.monotonic() - start, comment, output))
             print(f"{status:>18}  {rows[-1]['seconds']:7.1f} s  {command[:100]}", flush=True)
     finally:
@@ -144,7 +164,9 @@ def _stop(process: subprocess.Popen) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the commands and stop")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a command may run (default 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds a command may run (default 120)"
+    )
     parser.add_argument("--server-wait", type=float, default=20.0, help="seconds a server gets to start")
     parser.add_argument("--busy", action="store_true", help="run beside one busy process of this script's")
     parser.add_argument("--json", type=Path, help="also write the rows here")
