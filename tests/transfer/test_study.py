@@ -299,18 +299,20 @@ def test_measuring_some_grids_keeps_the_others(tmp_path):
     assert _kept_grids(preset, tmp_path, None) == {}
 
 
-def test_the_dissimilar_grid_is_out_of_sample():
-    """Its pairs and sizes are in no other grid: issue 21's held-out grid of unlike sources and targets."""
+@pytest.mark.parametrize("new_grid", ["dissimilar", "dissimilar-2"])
+def test_the_dissimilar_grids_are_out_of_sample(new_grid):
+    """Their pairs and sizes are in no other grid: issue 21's held-out grids of unlike sources and targets."""
     from cnnzoo.studies.transfer import PRESETS
 
     grids = {g.name: g for g in PRESETS["full"].grids}
     seen = {
         (s.source_data, s.target_data, n)
         for name, g in grids.items()
-        if name != "dissimilar"
+        if name != new_grid
         for s in g.settings
         for n in s.sizes
     }
-    new = {(s.source_data, s.target_data, n) for s in grids["dissimilar"].settings for n in s.sizes}
+    new = {(s.source_data, s.target_data, n) for s in grids[new_grid].settings for n in s.sizes}
     assert new and not new & seen
     assert min(n for *_, n in new) <= 10 and max(n for *_, n in new) >= 100  # small and large sizes
+    assert all(s.source_data != s.target_data for s in grids[new_grid].settings)
