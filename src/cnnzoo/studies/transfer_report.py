@@ -69,9 +69,9 @@ OUTSIDE = ("held-out", "unseen", "dissimilar", "dissimilar-2")
 # grid -> the rule chosen after its rows were measured (so its rows are in sample for that rule)
 IN_SAMPLE = {
     "calibration": "the thresholds and the table, fitted on it",
-    "held-out": f"the unlike-source rule ({UNLIKE_PROBE:.0f}% kept, {SCRATCH_MIN} a class)",
-    "unseen": f"the unlike-source rule ({UNLIKE_PROBE:.0f}% kept, {SCRATCH_MIN} a class)",
-    "dissimilar": f"the different-features rule ({SIMILAR_PROBE:.0f}% kept, {DIFFERENT_SCRATCH_MIN} a class)",
+    "held-out": f"the unlike-source rule, {UNLIKE_PROBE:.0f}% kept from {SCRATCH_MIN} a class",
+    "unseen": f"the unlike-source rule, {UNLIKE_PROBE:.0f}% kept from {SCRATCH_MIN} a class",
+    "dissimilar": f"the different-features rule, {SIMILAR_PROBE:.0f}% kept from {DIFFERENT_SCRATCH_MIN} a class",
 }
 UNLIKE_GRIDS = ("dissimilar", "dissimilar-2")  # the picks table: what the rules measured, row by row
 
