@@ -299,18 +299,61 @@ def test_measuring_some_grids_keeps_the_others(tmp_path):
     assert _kept_grids(preset, tmp_path, None) == {}
 
 
-def test_the_dissimilar_grid_is_out_of_sample():
-    """Its pairs and sizes are in no other grid: issue 21's held-out grid of unlike sources and targets."""
+@pytest.mark.parametrize("new_grid", ["dissimilar", "dissimilar-2"])
+def test_the_dissimilar_grids_are_out_of_sample(new_grid):
+    """Their pairs and sizes are in no other grid: issue 21's held-out grids of unlike sources and targets."""
     from cnnzoo.studies.transfer import PRESETS
 
     grids = {g.name: g for g in PRESETS["full"].grids}
     seen = {
         (s.source_data, s.target_data, n)
         for name, g in grids.items()
-        if name != "dissimilar"
+        if name != new_grid
         for s in g.settings
         for n in s.sizes
     }
-    new = {(s.source_data, s.target_data, n) for s in grids["dissimilar"].settings for n in s.sizes}
+    new = {(s.source_data, s.target_data, n) for s in grids[new_grid].settings for n in s.sizes}
     assert new and not new & seen
     assert min(n for *_, n in new) <= 10 and max(n for *_, n in new) >= 100  # small and large sizes
+    assert all(s.source_data != s.target_data for s in grids[new_grid].settings)
+
+
+def test_the_report_says_which_grids_are_in_sample(results, tmp_path):
+    """A pre-registered grid measured after the rules' last change is scored apart, as out of sample."""
+    from cnnzoo.studies.transfer_report import finding
+
+    advice = {
+        "samples_per_class": 5,
+        "probe_source": 20.0,
+        "probe_random": 30.0,
+        "kept": 0.3,
+        "num_groups": 4,
+    }
+    # features below random at 5 a class: the rules' pick (re-derived) against the best, last:2 at 75.0
+    row = _row(5, _means(20.0, 70.0, 72.0, 75.0, 74.5, 71.0), advice, trial="last:2")
+    fresh = _setting("fashion-greek", "letters from clothing", "fashion-mnist", "glyphs-greek", [row], 90.0)
+    results["grids"].append(
+        {"name": "dissimilar-2", "model": "lenet5", "seeds": 1, "strategies": [], "settings": [fresh]}
+    )
+    pick = advised(row)
+    text = write_report(results, tmp_path).read_text()
+    assert (
+        "Out of sample for the rules as they stand (`advise.py` unchanged since the grid was committed"
+        in text
+    )
+    assert (
+        "so their scores are in sample for it: calibration (the thresholds and the table, fitted on it); "
+        in text
+    )
+    assert "Out of sample (all held-out rows together: held-out + unseen" not in text  # no unseen grid here
+    assert "Out of sample (all held-out rows together: held-out + dissimilar-2), against the goal" in text
+    assert "Out of sample (dissimilar-2 grid) (the rules as they stand: `advise.py` unchanged since" in text
+    assert "The rules' picks on the dissimilar-2 grid" in text
+    assert "| fashion-mnist → glyphs-greek | 5 | -10.0 | 30% | yes |" in text
+    near = near_best(row, pick)
+    _, line = finding(results)
+    assert line.startswith("advice out of sample (2 rows): ")
+    assert (
+        f"dissimilar-2 (out of sample for the rules as they stand, 1 rows): rules near-best in {int(near)}"
+        in line
+    )
