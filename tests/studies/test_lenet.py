@@ -114,3 +114,23 @@ def test_rerendering_writes_no_events_and_the_same_report(report, monkeypatch):
 def test_the_default_report_logs_under_runs_another_out_beside_itself():
     assert study_log_dir("lenet", "reports/lenet", "reports/lenet") == Path("runs/studies/lenet")
     assert study_log_dir("lenet", "/tmp/x/lenet", "reports/lenet") == Path("/tmp/x/lenet/.work")
+
+
+def test_a_paper_error_not_reached_is_budget_bound_until_the_runs_converge():
+    def results(curve):
+        seed = {"test_error": 1.5, "train_error_curve": curve}
+        return {
+            "preset_config": {"epochs": len(curve)},
+            "seconds": 600.0,
+            "runs": {"lenet5": {"seeds": [seed]}},
+        }
+
+    ((claim, verdict, figures),) = study.verdicts(results([9.0, 3.0, 2.0, 1.5]))  # 4 epochs: still falling
+    assert verdict == "Budget-bound" and "--preset long" in figures and "0.95%" in claim
+    flat = [9.0, 3.0, 1.0] + [
+        0.5
+    ] * 12  # a long plateau: the run can answer, and the paper's figure is missed
+    assert study.verdicts(results(flat))[0][1] == "Did not hold"
+    reached = results([9.0, 3.0])
+    reached["runs"]["lenet5"]["seeds"][0]["test_error"] = 0.7
+    assert study.verdicts(reached)[0][1] == "Held"  # reached is reached, converged or not

@@ -30,13 +30,17 @@ from ..models._base import group_of
 from ..summary import summarize
 from . import _md as md
 from ._common import (
+    BUDGET_BOUND,
+    PLATEAU,
     StudyRun,
+    budget_verdict,
     fit_quiet,
     load_results,
     mean_std,
     pm,
     provenance_lines,
     pyplot,
+    rerun_hint,
     save_figure,
     study_runner,
     subset_index,
@@ -84,6 +88,8 @@ PRESETS = {
     "full": Preset(seeds=3, epochs=4, train_subset=0, test_subset=0, distortions=True, short=False),
     "quick": Preset(seeds=1, epochs=2, train_subset=6_000, test_subset=0, distortions=False, short=True),
     "tiny": Preset(seeds=1, epochs=1, train_subset=400, test_subset=300, distortions=False, short=True),
+    # the paper's 20 passes over all of MNIST: what a "not reached" after 4 epochs needs to be answered
+    "long": Preset(seeds=3, epochs=20, train_subset=0, test_subset=0, distortions=True, short=False),
 }
 # The lecture net's default MNIST recipe (`engine/config.py`) is tuned for a few epochs of all 60,000 images;
 # in a short budget of a few thousand images (the quick and tiny presets) it takes too few steps, and at
@@ -370,14 +376,25 @@ def _pictures(results: dict, out: Path) -> list[str]:
     return made + ["filters.png", "feature_maps.png", "gradcam.png"]
 
 
-def verdicts(results: dict) -> list[tuple[str, bool, str]]:
-    """(claim, held here?, figures) for each published error rate we have a run for."""
+def verdicts(results: dict) -> list[tuple[str, str, str]]:
+    """(claim, verdict, figures) for each published error rate we have a run for: Held where our error is
+    at most the paper's (reached, converged or not); otherwise Did not hold only where every seed's run had
+    converged (`PLATEAU`, on its training error per epoch: these runs record no loss), else Budget-bound,
+    with the command and time of the paper's 20 passes (the `long` preset)."""
     out = []
+    epochs = results["preset_config"]["epochs"]
     for key, run in results["runs"].items():
         paper = PAPER_TEST_ERROR_DISTORTED if "distortions" in key else PAPER_TEST_ERROR
         m, s = mean_std(e["test_error"] for e in run["seeds"])
         claim = f"`{key}` reaches the paper's {paper}% test error"
-        out.append((claim, m <= paper, f"ours {m:.2f} ± {s:.2f}% over {len(run['seeds'])} seed(s)"))
+        figures = f"ours {m:.2f} ± {s:.2f}% over {len(run['seeds'])} seed(s)"
+        if m <= paper:
+            out.append((claim, "Held", figures))
+            continue
+        checks = [PLATEAU.check(e.get("train_error_curve", [])) for e in run["seeds"]]
+        hint = rerun_hint(NAME, results, "long", PAPER_EPOCHS / max(1, epochs))
+        verdict, note = budget_verdict("Did not hold", checks, hint)
+        out.append((claim, verdict, f"{figures}{'; ' + note if note else ''}"))
     return out
 
 
@@ -491,9 +508,8 @@ def _test_error_section(results: dict) -> list[str]:
         "Test error",
         md.table(["run", "recipe", "test error % (mean ± std)", "per seed", "paper", "time per run"], rows),
         md.bullets(
-            f"**{'Held' if held else 'Not reached in this budget'}**: {claim} ({figures}; the paper trained "
-            f"{PAPER_EPOCHS} epochs on all 60,000 images)."
-            for claim, held, figures in verdicts(results)
+            f"**{verdict}**: {claim} ({figures}; the paper trained {PAPER_EPOCHS} epochs on all 60,000 images)."
+            for claim, verdict, figures in verdicts(results)
         ),
         md.figure("test_error.png", "test error"),
     )
@@ -525,12 +541,12 @@ def finding(results: dict) -> tuple[str, str]:
     errors = ", ".join(
         f"{k} {mean_std(s['test_error'] for s in r['seeds'])[0]:.2f}%" for k, r in results["runs"].items()
     )
-    reached = [ok for _, ok, _ in verdicts(results)]
-    verdict = ("counts held" if counts else "counts did not hold") + (
-        "; error held"
-        if all(reached)
-        else ("; error partly reached" if any(reached) else "; error not reached in the budget")
-    )
+    words = [v for _, v, _ in verdicts(results)]
+    held = [v == "Held" for v in words]
+    error = "held" if all(held) else "partly held" if any(held) else "not held"
+    if BUDGET_BOUND in words:
+        error += ", the rest budget-bound"
+    verdict = ("counts held" if counts else "counts did not hold") + f"; error {error}"
     return verdict, (
         f"parameters {t['lecture_total']:,} (lecture) and {t['paper_total']:,} (1998), the differences explained by "
         f"C3's table, trainable subsampling and the fixed RBF; MNIST test error {errors} against the paper's "
