@@ -150,16 +150,22 @@ def train_overrides(args) -> dict:
     return {f.name: getattr(args, f.name, None) for f in fields(TrainConfig) if f.metadata.get("cli")}
 
 
-def cmd_train(args) -> int:
-    from .engine import train
-    from .engine.config import default_config, load_config
-    from .engine.runfolder import count
-
+def _check_auto_resume(args) -> None:
+    """--auto-resume decides by itself whether to continue or start --out: --resume and --overwrite say
+    otherwise, so neither goes with it (train and finetune alike)."""
     if args.auto_resume and (args.resume or args.overwrite):
         other = "--resume" if args.resume else "--overwrite"
         raise CnnzooError(
             f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
         )
+
+
+def cmd_train(args) -> int:
+    from .engine import train
+    from .engine.config import default_config, load_config
+    from .engine.runfolder import count
+
+    _check_auto_resume(args)
     if args.resume:
         if args.config or args.overwrite:
             raise CnnzooError(
@@ -379,11 +385,7 @@ def cmd_finetune(args) -> int:
     from .engine.runfolder import count, read_json
     from .transfer.finetune import finetune, resume_finetune
 
-    if args.auto_resume and (args.resume or args.overwrite):
-        other = "--resume" if args.resume else "--overwrite"
-        raise CnnzooError(
-            f"--auto-resume continues or starts --out RUN by itself; {other} does not go with it"
-        )
+    _check_auto_resume(args)
     if args.resume:
         given = [f for f in ("source", "data", "strategy", "model", "overwrite") if getattr(args, f)]
         if given or (args.out and args.out != args.resume):
