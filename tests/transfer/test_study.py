@@ -299,7 +299,7 @@ def test_measuring_some_grids_keeps_the_others(tmp_path):
     assert _kept_grids(preset, tmp_path, None) == {}
 
 
-@pytest.mark.parametrize("new_grid", ["dissimilar", "dissimilar-2"])
+@pytest.mark.parametrize("new_grid", ["dissimilar", "dissimilar-2", "dissimilar-3"])
 def test_the_dissimilar_grids_are_out_of_sample(new_grid):
     """Their pairs and sizes are in no other grid: issue 21's held-out grids of unlike sources and targets."""
     from cnnzoo.studies.transfer import PRESETS
