@@ -41,7 +41,8 @@ STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
         (10, 85.0, 80.0, None, 4, "full"),  # similar without a source accuracy: probe >= 80%
         (10, 45.0, 40.0, 0.70, 4, "full"),  # little data, different (2 of 3 calibration rows: unsure)
         (10, 45.0, 40.0, 0.50, 4, "scratch"),  # an unlike source (probe < 60% of its accuracy), >= 10 a class
-        (5, 30.0, 40.0, 0.30, 4, "full"),  # 5 a class: never scratch, even unlike and below random
+        (5, 30.0, 40.0, 0.30, 4, "scratch"),  # no better than random (10 points below): scratch at any size
+        (5, 38.0, 40.0, 0.30, 4, "full"),  # 5 a class, unlike, within noise of random
         (2000, 95.0, 60.0, 0.97, 4, "full"),  # plenty of data (no calibration row: the textbook's)
         (2000, 60.0, 69.5, 0.60, 4, "scratch"),  # features clearly below random beat "plenty of data"
         (100, 40.0, 49.0, 0.40, 4, "scratch"),  # enough data, features 9 points below random ones
@@ -71,7 +72,10 @@ def test_rule_table_thresholds():
     assert recommend(LARGE + 1, 60, 40, None, 4)[0] == "full"
     assert recommend(100, 50 + SCRATCH_GAIN - 0.1, 50, 0.9, 4)[0] == "scratch"
     assert recommend(100, 50 + SCRATCH_GAIN + 0.1, 50, 0.9, 4)[0] == "full"
-    assert recommend(SMALL, 40, 50, None, 4)[0] == "last:2"  # below random: scratch from more than SMALL
+    assert recommend(5, 50 + SCRATCH_GAIN - 0.1, 50, 0.9, 4)[0] == "scratch"  # no better than random:
+    assert recommend(5, 50 + SCRATCH_GAIN + 0.1, 50, 0.9, 4)[0] == "full"  # scratch at any size (issue 21)
+    assert recommend(SMALL, 40, 50, None, 4)[0] == "scratch"
+    assert "no better than random ones, train from scratch" in recommend(5, 40, 50, None, 4)[1][-1]
     assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.79, 4)[0] == "scratch"  # different features
     assert recommend(DIFFERENT_SCRATCH_MIN - 1, 70, 40, 0.79, 4)[0] == "full"
     assert recommend(DIFFERENT_SCRATCH_MIN, 70, 40, 0.8, 4)[0] == "full"  # similar
@@ -84,6 +88,12 @@ def test_rule_table_thresholds():
     assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
     assert "near-best in 2 of 3 calibration rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
     assert "the textbook's choice" in recommend(100, 60, 40, None, 4)[1][-1]
+
+
+def test_unsure_near_the_scratch_gain_at_any_size():
+    near = [a for a in ambiguities(5, 50 + SCRATCH_GAIN + 1, 50, 0.9) if "below which scratch won" in a]
+    assert near  # 5 a class too: the scratch rule holds at every size
+    assert not any("below which scratch won" in a for a in ambiguities(5, 60, 50, 0.9))
 
 
 def test_unsure_near_the_unlike_threshold():

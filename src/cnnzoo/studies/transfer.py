@@ -12,6 +12,8 @@ strategy for several seeds, asks the advisor (`cnnzoo advise`: the rules) and ra
                   clothing from letters, ...) at small and large sizes, committed before measured
     dissimilar-2  LeNet-5; more unlike pairs, chosen and committed before measured, after the rules were
                   revised on the dissimilar grid: those rules scored out of sample
+    dissimilar-3  LeNet-5; more unlike pairs, chosen and committed before measured, after the rules were
+                  changed on dissimilar-2 (no better than random features: scratch at any size)
     deeper        ResNet-20 (its stem and three stages as groups) on typed digits -> scanned digits,
                   with frozen BatchNorm in inference mode against `--train-bn`, on little data
 
@@ -220,6 +222,36 @@ PRESETS = {
                 LENET,
                 seeds=1,
                 source_flags={**MEASURED_SOURCES, "epochs": 2},  # the dissimilar grid's sources, reused
+            ),
+            Grid(
+                "dissimilar-3",
+                "lenet5",
+                (  # pre-registered: chosen and committed before any of it was measured, to score the rules as
+                    # changed after dissimilar-2 (no better than random: scratch at any size) out of sample;
+                    # pairs and sizes in no other grid, the 2-epoch sources already trained
+                    _s(
+                        "mnist-greek",
+                        "Greek letters from handwritten digits, other sizes",
+                        "mnist",
+                        GREEK,
+                        5,
+                        100,
+                    ),
+                    _s("typed-latin", "Latin letters from typed digits, other sizes", TYPED, LATIN, 5, 100),
+                    _s(
+                        "fashion-cyrillic",
+                        "Cyrillic letters from clothing, other sizes",
+                        "fashion-mnist",
+                        CYRILLIC,
+                        5,
+                        100,
+                    ),
+                    _s("latin-digits", "scanned digits from letters, another size", LATIN, "digits", 5),
+                    _s("latin-mnist", "handwritten digits from letters, a large size", LATIN, "mnist", 300),
+                ),
+                LENET,
+                seeds=1,
+                source_flags={**MEASURED_SOURCES, "epochs": 2},  # the dissimilar grids' sources, reused
             ),
             Grid(
                 "deeper",

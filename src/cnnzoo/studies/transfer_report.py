@@ -62,18 +62,41 @@ GRID_TEXT = {
     "measured, after the rules were revised on the dissimilar grid; `advise.py` was not changed since (the rules "
     "of commit 20a3b90 are those scored here). The one grid whose rows no rule of the advisor was chosen on "
     "after seeing them. One seed; the dissimilar grid's 2-epoch sources, reused; measured by a run of this grid "
-    "alone (`run_transfer_study(grids=('dissimilar-2',), seeds=1)`).",
+    "alone (`run_transfer_study(grids=('dissimilar-2',), seeds=1)`). Those rules picked near-best in 6 of its 8 "
+    "rows (75%; all held-out rows together 38 of 46, 83%): **not met**. One miss was a source no better than "
+    "random features (typed digits -> clothing at 5 a class, gain -8.0) sent to full, because the scratch rule "
+    "then held only above 30 images a class; issue 21 says scratch whenever the source is no better than random "
+    f"features, so the rule was changed (commit 6564390: scratch below a gain of {SCRATCH_GAIN:+.1f} points at "
+    "every size) after this grid was measured: its rows are in sample for that change, and the scores below are "
+    "the changed rules'. On the 46 held-out rows measured before the change it scores 37 (was 38): +1 here "
+    "(typed digits -> clothing at 5 a class), -2 on the unseen grid (letters -> scanned digits at 10 a class and "
+    "clothing -> scanned digits at 5, features below random yet fine-tuning beat scratch by 1.9 and 35 points).",
+    "dissimilar-3": "Pre-registered to score the rules as changed after dissimilar-2 (a source no better than "
+    "random features: scratch at any size) out of sample: more unlike pairs (Greek letters from handwritten "
+    "digits, Latin letters from typed digits, Cyrillic letters from clothing at 5 and 100 a class; scanned digits "
+    "from letters at 5, handwritten digits from letters at 300), pairs and sizes in no other grid, chosen and "
+    "committed (commit fa721e9) before any of it was measured, after the rules' change (commit 6564390); "
+    "`advise.py` was not changed since. One seed; the dissimilar grids' 2-epoch sources, reused (nothing "
+    "retrained); measured by a run of this grid alone (`run_transfer_study(grids=('dissimilar-3',), seeds=1)`). "
+    "Seen after measuring, nothing changed for it: the rules before the change would have picked near-best in 6 "
+    "of its 8 rows; the change cost letters -> scanned digits at 5 a class (features 22 points below random, "
+    "scratch 15.6% against full 72.7%).",
 }
 # the grids no threshold of the rules was chosen on before they were measured (see IN_SAMPLE for after)
-OUTSIDE = ("held-out", "unseen", "dissimilar", "dissimilar-2")
+OUTSIDE = ("held-out", "unseen", "dissimilar", "dissimilar-2", "dissimilar-3")
 # grid -> the rule chosen after its rows were measured (so its rows are in sample for that rule)
 IN_SAMPLE = {
     "calibration": "the thresholds and the table, fitted on it",
     "held-out": f"the unlike-source rule, {UNLIKE_PROBE:.0f}% kept from {SCRATCH_MIN} a class",
     "unseen": f"the unlike-source rule, {UNLIKE_PROBE:.0f}% kept from {SCRATCH_MIN} a class",
     "dissimilar": f"the different-features rule, {SIMILAR_PROBE:.0f}% kept from {DIFFERENT_SCRATCH_MIN} a class",
+    "dissimilar-2": f"the no-better-than-random rule at every size, a gain below {SCRATCH_GAIN:+.1f}",
 }
-UNLIKE_GRIDS = ("dissimilar", "dissimilar-2")  # the picks table: what the rules measured, row by row
+UNLIKE_GRIDS = (
+    "dissimilar",
+    "dissimilar-2",
+    "dissimilar-3",
+)  # the picks table: what the rules measured, row by row
 
 
 def _strategies(row: dict) -> list[str]:
@@ -405,13 +428,7 @@ def _score_lines(results: dict) -> list[str]:
             )
             if sc[n]
         ]
-        caveat = (
-            " (the dissimilar rows are in sample for the rules revised after them: see that grid's text)"
-            if any(g["name"] == "dissimilar" for g in grids)
-            else " (the rules as they stand: `advise.py` unchanged since the grid was committed, before it was measured)"
-            if [g["name"] for g in grids] == ["dissimilar-2"]
-            else ""
-        )
+        caveat = _caveat(grids)
         lines += [
             "",
             f"Out of sample ({label}){caveat}, against the goal of 80%: " + "; ".join(verdict) + ".",
@@ -422,6 +439,20 @@ def _score_lines(results: dict) -> list[str]:
     lines += _picks_lines(results)
     lines += ["", *_refit_lines(results), "", *_example_advice(results)]
     return lines
+
+
+def _caveat(grids: list[dict]) -> str:
+    """Which of these unlike grids' rows a rule was changed after (in sample), or that none was."""
+    names = [g["name"] for g in grids]
+    inside = [n for n in names if n in UNLIKE_GRIDS and n in IN_SAMPLE]
+    if inside:
+        return (
+            f" (the {' and '.join(inside)} rows are in sample for rules changed after them: see "
+            f"{'that grid' if len(inside) == 1 else 'those grids'}' text)"
+        )
+    if len(names) == 1 and names[0] in UNLIKE_GRIDS:
+        return " (the rules as they stand: `advise.py` unchanged since the grid was committed, before it was measured)"
+    return ""
 
 
 def _sample_lines(results: dict) -> list[str]:
@@ -476,7 +507,12 @@ def _refit_lines(results: dict) -> list[str]:
         f"rule ({SIMILAR_PROBE:.0f}%, {DIFFERENT_SCRATCH_MIN} a class) after they were: every held-out row is now "
         "in sample for some threshold, "
         + (
-            "and the dissimilar-2 grid, chosen and committed before it was measured, scores the revised rules "
+            "and the dissimilar-2 grid, chosen and committed before it was measured, scored the revised rules "
+            "out of sample; the scratch rule was then changed to hold at every size (a source no better than "
+            "random features, issue 21), and the dissimilar-3 grid, chosen and committed after that change and "
+            "before it was measured, scores the rules as they stand out of sample."
+            if any(g["name"] == "dissimilar-3" for g in results["grids"])
+            else "and the dissimilar-2 grid, chosen and committed before it was measured, scores the revised rules "
             "out of sample."
             if any(g["name"] == "dissimilar-2" for g in results["grids"])
             else "and a new grid, chosen and committed before it is measured, would score the revised rules "
@@ -500,7 +536,7 @@ def _picks_table(grid: dict) -> list[str]:
         f"The rules' picks on the {grid['name']} grid (gain: the source's probe against random features; kept: "
         "the probe's accuracy over the source's own):",
         "",
-        "| source → target | per class | gain | kept | no better than random? | rules | why | best | gap |",
+        f"| source → target | per class | gain | kept | no better than random? (gain below {SCRATCH_GAIN:+.1f}) | rules | why | best | gap |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for setting in grid["settings"]:
@@ -515,10 +551,16 @@ def _picks_table(grid: dict) -> list[str]:
             got = row["cells"][pick]["mean"] if pick in row["cells"] else float("nan")
             lines.append(
                 f"| {setting['source_data']} → {setting['target_data']} | {row['samples_per_class']} | {gain:+.1f} | "
-                f"{kept} | {'yes' if gain <= 0 else 'no'} | {_mark(row, pick)} | {_why(why[1][-1])} | "
+                f"{kept} | {_no_better(gain)} | {_mark(row, pick)} | {_why(why[1][-1])} | "
                 f"{name} {top:.1f}% | {got - top:+.1f} |"
             )
     return lines
+
+
+def _no_better(gain: float) -> str:
+    """Whether the source's features are no better than random ones: measurably (below SCRATCH_GAIN, where
+    the rules say scratch at any size), within the probe's noise of them (SCRATCH_GAIN to 0), or better."""
+    return "yes" if gain < SCRATCH_GAIN else "within noise" if gain <= 0 else "no"
 
 
 def _why(reason: str) -> str:
@@ -779,8 +821,11 @@ def finding(results: dict) -> tuple[str, str]:
 
 
 def _in_sample_note(grids: list[dict]) -> str:
-    dissimilar = [len(_rows(g)) for g in grids if g["name"] == "dissimilar"]
-    return f"; the {dissimilar[0]} dissimilar ones in sample for the revised rules" if dissimilar else ""
+    inside = [g for g in grids if g["name"] in UNLIKE_GRIDS and g["name"] in IN_SAMPLE]
+    if not inside:
+        return ""
+    names = " and ".join(g["name"] for g in inside)
+    return f"; the {sum(len(_rows(g)) for g in inside)} {names} ones in sample for rules changed after them"
 
 
 def _cache_note(results: dict) -> str:
