@@ -736,7 +736,8 @@ def _add_lr_find_arguments(p: argparse.ArgumentParser) -> None:
         help=f"its steps (default {STEPS}; fewer if the loss diverges)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the result")
-    p.set_defaults(head_epochs=None, cache_flip=False)
+    # finetune's plan options that a sweep has no use for (it trains a few hundred steps, nothing cached)
+    p.set_defaults(head_epochs=None, cache_flip=False, no_prefix_cache=False)
     add_train_options(p, lr_range=True)
 
 
