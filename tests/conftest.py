@@ -6,10 +6,7 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
-
-from cnnzoo.serve import ServeSettings, create_app
 
 # The thread count stays fixed in the tests, as `CNNZOO_THREADS=N` fixes it for a user who wants runs that
 # repeat bit for bit: cnnzoo's tuner (runtime.ThreadTuner) picks it from measured step times, so on a loaded
@@ -19,11 +16,14 @@ os.environ.setdefault("CNNZOO_THREADS", str(os.cpu_count() or 1))
 
 
 @contextlib.contextmanager
-def _serving(predictors: dict, settings: ServeSettings | None = None):
+def _serving(predictors: dict, settings=None):
     """The app on uvicorn in a thread, on a free loopback port: "127.0.0.1:PORT" (tritonclient's form).
     uvicorn as `cnnzoo serve` configures it; the signals stay the test runner's (a thread has none)."""
+    # imported here: the peers' side environment (make test-peers) has no serve extra
+    import httpx
     import uvicorn
 
+    from cnnzoo.serve import ServeSettings, create_app
     from cnnzoo.serve.run import uvicorn_config
 
     app = create_app(predictors, settings or ServeSettings())
