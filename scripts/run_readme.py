@@ -114,22 +114,22 @@ def run_all(args) -> list[dict]:
                 status = "running" if background.poll() is None else f"exit {background.returncode}"
                 rows.append(_row(command, run, notes, status, time.monotonic() - start, comment, ""))
                 continue
+            process = subprocess.Popen(
+                run,
+                shell=True,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
             try:
-                done = subprocess.run(
-                    run,
-                    shell=True,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=args.timeout,
-                    start_new_session=True,
-                )
-                status, output = f"exit {done.returncode}", done.stdout + done.stderr
-            except subprocess.TimeoutExpired as e:
-                status = f"stopped at {args.timeout} s"
-                output = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(
-                    errors="replace"
-                )
+                output = process.communicate(timeout=args.timeout)[0]
+                status = f"exit {process.returncode}"
+            except subprocess.TimeoutExpired:
+                _stop(process)  # the whole process group: the shell's children too
+                status = f"stopped at {args.timeout:.0f} s"
+                output = process.communicate()[0] or ""
             rows.append(_row(command, run, notes, status, time.monotonic() - start, comment, output))
             print(f"{status:>18}  {rows[-1]['seconds']:7.1f} s  {command[:100]}", flush=True)
     finally:
