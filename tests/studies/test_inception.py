@@ -19,8 +19,11 @@ def results(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "stdout", io.StringIO())
         study.run_inception_study(out, preset="tiny")
-        # it fits no network: no events, and no line about them
-        assert sys.stdout.getvalue() == "" and not (out / ".work").exists()
+        # it fits no network: no events, and no line about them (a slow machine may show its progress lines)
+        printed = [
+            line for line in sys.stdout.getvalue().splitlines() if not line.startswith("study inception: ")
+        ]
+        assert printed == [] and not (out / ".work").exists()
     return out, json.loads((out / "results.json").read_text())
 
 
