@@ -101,28 +101,12 @@ def run_all(args) -> list[dict]:
             run, notes = substituted(command, workdir)
             start = time.monotonic()
             if any(run.startswith(b) for b in BACKGROUND):
-                background = subprocess.Popen(
-                    run,
-                    shell=True,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    start_new_session=True,
-                )
+                background = _start(run, env)
                 time.sleep(args.server_wait)
                 status = "running" if background.poll() is None else f"exit {background.returncode}"
                 rows.append(_row(command, run, notes, status, time.monotonic() - start, comment, ""))
                 continue
-            process = subprocess.Popen(
-                run,
-                shell=True,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+            process = _start(run, env)
             try:
                 output = process.communicate(timeout=args.timeout)[0]
                 status = f"exit {process.returncode}"
@@ -138,6 +122,19 @@ def run_all(args) -> list[dict]:
         if busy is not None:
             busy.kill()
     return rows
+
+
+def _start(run: str, env: dict) -> subprocess.Popen:
+    """`run` in a shell of its own process group (so that `_stop` reaches its children), output captured."""
+    return subprocess.Popen(
+        run,
+        shell=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _row(command, run, notes, status, seconds, comment, output) -> dict:
