@@ -14,6 +14,8 @@ strategy for several seeds, asks the advisor (`cnnzoo advise`: the rules) and ra
                   revised on the dissimilar grid: those rules scored out of sample
     dissimilar-3  LeNet-5; more unlike pairs, chosen and committed before measured, after the rules were
                   changed on dissimilar-2 (no better than random features: scratch at any size)
+    dissimilar-4  LeNet-5; unlike pairs from two new sources (Greek, Cyrillic letters) and other sizes,
+                  chosen and committed with the rules' size bands, before measured
     deeper        ResNet-20 (its stem and three stages as groups) on typed digits -> scanned digits,
                   with frozen BatchNorm in inference mode against `--train-bn`, on little data
 
@@ -252,6 +254,44 @@ PRESETS = {
                 LENET,
                 seeds=1,
                 source_flags={**MEASURED_SOURCES, "epochs": 2},  # the dissimilar grids' sources, reused
+            ),
+            Grid(
+                "dissimilar-4",
+                "lenet5",
+                (  # pre-registered: chosen and committed with the rules' size bands (issue 21), before any of
+                    # it was measured; pairs and sizes in no other grid, two sources no grid used (Greek and
+                    # Cyrillic letters), every size band of the rules (under 10, 10 to 49, 50 and more a class)
+                    _s("greek-fashion", "clothing from Greek letters", GREEK, "fashion-mnist", 10, 100),
+                    _s(
+                        "cyrillic-mnist",
+                        "handwritten digits from Cyrillic letters",
+                        CYRILLIC,
+                        "mnist",
+                        5,
+                        200,
+                    ),
+                    _s("cyrillic-typed", "typed digits from Cyrillic letters", CYRILLIC, TYPED, 20),
+                    _s("greek-digits", "scanned digits from Greek letters", GREEK, "digits", 50),
+                    _s(
+                        "fashion-typed",
+                        "typed digits from clothing, other sizes",
+                        "fashion-mnist",
+                        TYPED,
+                        5,
+                        50,
+                    ),
+                    _s("typed-greek", "Greek letters from typed digits, another size", TYPED, GREEK, 30),
+                    _s(
+                        "fashion-digits",
+                        "scanned digits from clothing, a middle size",
+                        "fashion-mnist",
+                        "digits",
+                        20,
+                    ),
+                ),
+                LENET,
+                seeds=1,
+                source_flags={**MEASURED_SOURCES, "epochs": 2},  # as the other dissimilar grids' sources
             ),
             Grid(
                 "deeper",

@@ -26,7 +26,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-__all__ = ["Fit", "fit_rules", "cell_of", "TEXTBOOK", "NEAR", "SIZES"]
+__all__ = ["Fit", "fit_rules", "refit_table", "pick", "cell_of", "TEXTBOOK", "NEAR", "SIZES"]
 
 NEAR = 1.0  # points: a pick within this of the best strategy of its row is near-best
 SIZES = ("little", "moderate", "plenty")
@@ -74,7 +74,7 @@ def _regret(row: dict, strategy: str) -> float:
     return max(cells.values()) - cells[strategy] if strategy in cells else math.inf
 
 
-def _pick(rows: list[dict]) -> tuple[str, int]:
+def pick(rows: list[dict]) -> tuple[str, int]:
     """The candidate near-best in most `rows`, then with the least mean shortfall, then the cheapest."""
     scored = []
     for i, s in enumerate(CANDIDATES):
@@ -98,7 +98,7 @@ def _fit_table(rows: list[dict], gain: float, small: int, large: int, similar_pr
             by_cell.setdefault(cell_of(n, kept, ps, small, large, similar_probe), []).append(row)
     table, record = dict(TEXTBOOK), {}
     for cell, members in by_cell.items():
-        table[cell], hits = _pick(members)
+        table[cell], hits = pick(members)
         record[cell] = (hits, len(members))
         near += hits
         shortfall += sum(_regret(r, table[cell]) for r in members)
@@ -123,3 +123,20 @@ def fit_rules(rows: list[dict], *, small: int, large: int, similar_probe: float,
     _, _, _, gain = min(scored)
     table, record, near, _ = _fit_table(rows, gain, small, large, similar_probe)
     return Fit(round(gain, 2), table, record, near, len(rows))
+
+
+def refit_table(rows: list[dict], to_scratch, cell) -> tuple[dict, dict]:
+    """(table, record) of `pick` on the `rows` that the scratch rules leave to the table: `to_scratch(n,
+    gain, kept)` says whether they send a row to scratch, `cell(n, probe_source, kept)` is its cell. How
+    `advise.TABLE` and `advise.RECORD` were refitted with the size bands (issue 21), on every LeNet-5 row
+    measured before the dissimilar-4 grid; cells without a row keep the textbook's strategy."""
+    by_cell: dict = {}
+    for row in rows:
+        n, gain, kept, probe_source = _figures(row)
+        if not to_scratch(n, gain, kept):
+            by_cell.setdefault(cell(n, probe_source, kept), []).append(row)
+    table, record = dict(TEXTBOOK), {}
+    for c, members in by_cell.items():
+        table[c], hits = pick(members)
+        record[c] = (hits, len(members))
+    return table, record
