@@ -11,6 +11,7 @@ from cnnzoo.data import load_dataset
 from cnnzoo.data.base import Splits, take_per_class
 from cnnzoo.engine import TrainConfig, train
 from cnnzoo.transfer.advise import (
+    CEILING,
     LARGE,
     OWN_FEATURES_MIN,
     SCRATCH_GAIN,
@@ -43,8 +44,10 @@ STRATEGIES = {"head", "last:1", "last:2", "full", "scratch"}
         (100, 50.0, 49.0, None, 4, "scratch"),  # 50+ a class, a source adding 1 point: not worth its bias
         (100, 70.0, 49.0, 0.70, 4, "full"),  # 50+ a class, different but worth 21 points: fine-tune all
         (20, 60.0, 40.0, 0.79, 4, "full"),  # 20 a class, different, not unlike
-        (100, 90.0, 50.0, None, 2, "last:1"),  # ...never more groups than the model has before the head
-        (100, 90.0, 50.0, 0.92, 4, "last:3"),  # moderate data, similar: the last three groups
+        (10, 90.0, 50.0, None, 1, "last:1"),  # ...never more groups than the model has before the head
+        (100, 90.0, 50.0, 0.92, 4, "full"),  # moderate data, similar
+        (20, 75.0, 85.0, 0.8, 4, "last:2"),  # below random features, but random ones already score 85%
+        (100, 90.0, 82.0, 0.95, 4, "full"),  # a source adding 8 points at 100 a class, random ones at 82%
     ],
 )
 def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, expected):
@@ -57,8 +60,10 @@ def test_rule_table(per_class, probe_source, probe_random, kept, num_groups, exp
     assert no_better == any("no better than random ones" in r for r in reasons)
     still = per_class < SCRATCH_MIN and probe_source - probe_random < SCRATCH_GAIN  # said, not followed
     assert still == any("the source is still the better start" in r for r in reasons)
-    # data, probe, [similarity,] [random,] [too few for scratch,] verdict
-    assert len(reasons) == 3 + (kept is not None) + no_better + still
+    ceiling = per_class >= SCRATCH_MIN and probe_random >= CEILING  # the gain has no room
+    assert ceiling == any("random features alone already score" in r for r in reasons)
+    # data, probe, [similarity,] [random,] [too few for scratch, or the ceiling,] verdict
+    assert len(reasons) == 3 + (kept is not None) + no_better + (still or ceiling)
 
 
 def test_rule_table_thresholds():
@@ -66,8 +71,7 @@ def test_rule_table_thresholds():
     rules; from OWN_FEATURES_MIN a source must add WORTH_GAIN points. SMALL and LARGE bound the table's sizes."""
     assert recommend(SMALL - 1, 60, 40, None, 4)[0] == "full"  # little, different (no source accuracy)
     assert recommend(SMALL - 1, 90, 40, None, 4)[0] == "last:2"  # little, similar
-    assert recommend(SMALL, 90, 40, None, 4)[0] == "last:3"  # moderate, similar
-    assert recommend(LARGE, 90, 40, None, 4)[0] == "last:3"
+    assert recommend(SMALL, 90, 40, None, 4)[0] == "full"  # moderate, similar
     assert recommend(LARGE + 1, 90, 40, None, 4)[0] == "full"  # plenty
     assert recommend(SCRATCH_MIN, 50 + SCRATCH_GAIN - 0.1, 50, 0.9, 4)[0] == "scratch"  # worse than random
     assert recommend(SCRATCH_MIN, 50 + SCRATCH_GAIN + 0.1, 50, 0.9, 4)[0] == "last:2"
@@ -80,28 +84,44 @@ def test_rule_table_thresholds():
     assert "a substantially different source" in recommend(20, 45, 40, 0.5, 4)[1][-1]
     gain = 40 + WORTH_GAIN
     assert recommend(OWN_FEATURES_MIN, gain - 0.1, 40, 0.9, 4)[0] == "scratch"  # not worth its bias
-    assert recommend(OWN_FEATURES_MIN, gain, 40, 0.9, 4)[0] == "last:3"
-    assert recommend(OWN_FEATURES_MIN - 1, gain - 0.1, 40, 0.9, 4)[0] == "last:3"
+    assert recommend(OWN_FEATURES_MIN, gain, 40, 0.9, 4)[0] == "full"
+    assert recommend(OWN_FEATURES_MIN - 1, gain - 0.1, 40, 0.5, 4)[0] == "scratch"  # unlike, under the band
+    assert recommend(OWN_FEATURES_MIN - 1, gain - 0.1, 40, 0.9, 4)[0] == "full"
     assert recommend(OWN_FEATURES_MIN, gain, 40, 0.5, 4)[0] == "full"  # unlike, yet worth 15 points
     assert "not worth its bias" in recommend(OWN_FEATURES_MIN, 45, 40, 0.9, 4)[1][-1]
     assert "little data" in recommend(SMALL - 1, 90, 40, 0.95, 4)[1][0]
     assert "plenty of data" in recommend(LARGE + 1, 90, 40, 0.95, 4)[1][0]
-    assert "near-best in 15 of 21 measured rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
+    assert "near-best in 18 of 25 measured rows" in recommend(5, 60, 40, 0.6, 4)[1][-1]
+    # random features at CEILING: no scratch rule holds, whatever the gain
+    assert recommend(OWN_FEATURES_MIN, CEILING - 10.1, CEILING - 0.1, 0.9, 4)[0] == "scratch"
+    assert recommend(OWN_FEATURES_MIN, CEILING - 10, CEILING, 0.9, 4)[0] == "full"
+    assert (
+        "random features alone already score"
+        in recommend(OWN_FEATURES_MIN, CEILING - 10, CEILING, 0.9, 4)[1][-2]
+    )
     assert "the textbook's choice" in recommend(LARGE + 1, 60, 40, None, 4)[1][-1]
 
 
 def test_the_table_is_refitted_on_the_recorded_rows():
     """TABLE and RECORD are what `calibrate.refit_table` gives on the study's recorded LeNet-5 rows measured
-    before the dissimilar-4 grid (reports/transfer/results.json), with the scratch rules as they stand."""
+    before the dissimilar-5 grid (reports/transfer/results.json), with the scratch rules as they stand."""
     from pathlib import Path
 
     from cnnzoo.transfer.advise import RECORD, TABLE, _cell, _scratch_rule
     from cnnzoo.transfer.calibrate import refit_table
 
     results = json.loads((Path(__file__).parents[2] / "reports/transfer/results.json").read_text())
-    before = ("calibration", "held-out", "unseen", "dissimilar", "dissimilar-2", "dissimilar-3")
+    before = (
+        "calibration",
+        "held-out",
+        "unseen",
+        "dissimilar",
+        "dissimilar-2",
+        "dissimilar-3",
+        "dissimilar-4",
+    )
     rows = [r for g in results["grids"] if g["name"] in before for s in g["settings"] for r in s["rows"]]
-    assert len(rows) == 63
+    assert len(rows) == 73
     assert refit_table(rows, _scratch_rule, _cell) == (TABLE, RECORD)
 
 

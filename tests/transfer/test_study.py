@@ -299,7 +299,9 @@ def test_measuring_some_grids_keeps_the_others(tmp_path):
     assert _kept_grids(preset, tmp_path, None) == {}
 
 
-@pytest.mark.parametrize("new_grid", ["dissimilar", "dissimilar-2", "dissimilar-3", "dissimilar-4"])
+@pytest.mark.parametrize(
+    "new_grid", ["dissimilar", "dissimilar-2", "dissimilar-3", "dissimilar-4", "dissimilar-5"]
+)
 def test_the_dissimilar_grids_are_out_of_sample(new_grid):
     """Their pairs and sizes are in no other grid: issue 21's held-out grids of unlike sources and targets."""
     from cnnzoo.studies.transfer import PRESETS

@@ -61,18 +61,22 @@ def test_a_budget_must_be_positive(source, digits):
 
 
 def test_ambiguities_name_the_threshold_they_are_near_and_the_unsure_cells():
-    assert ambiguities(25, 60.0, 30.0, 0.95) == ["25 per class is near the 30 that separates little data"]
+    assert ambiguities(25, 60.0, 30.0, 0.95) == [
+        "25 per class is near the 30 that separates little data",
+        "with little data, similar features, the rule picked near-best in only 8 of 9 measured rows",
+    ]
     # 100 a class, a source within noise of random: scratch (not worth its bias), near the worse-than-random line
     assert ambiguities(100, 50.0, 51.0, None) == [
         "the probe's gain (-1.0 points) is near the -3.1 below which scratch won"
     ]
     assert ambiguities(5, 60.0, 30.0, 0.82) == [
-        "the probe keeps 82% of the source's accuracy, near the 80% of 'similar'"
+        "the probe keeps 82% of the source's accuracy, near the 80% of 'similar'",
+        "with little data, similar features, the rule picked near-best in only 8 of 9 measured rows",
     ]
     assert ambiguities(5, 60.0, 30.0, 0.5) == [
-        "with little data, different features, the rule picked near-best in only 15 of 21 measured rows"
+        "with little data, different features, the rule picked near-best in only 18 of 25 measured rows"
     ]
-    assert ambiguities(100, 90.0, 30.0, 0.95) == []  # moderate data, similar: 5 of 5 measured rows
+    assert ambiguities(100, 90.0, 30.0, 0.95) == []  # moderate data, similar: 10 of 10 measured rows
     assert ambiguities(100, 40.0, 50.0, 0.4) == []  # clearly below random features: scratch, sure
     assert ambiguities(2000, 90.0, 30.0, 0.95) == [  # plenty of data: no row measured
         "no measured row had plenty data, similar features: the rule there is the textbook's, untested"

@@ -16,6 +16,8 @@ strategy for several seeds, asks the advisor (`cnnzoo advise`: the rules) and ra
                   changed on dissimilar-2 (no better than random features: scratch at any size)
     dissimilar-4  LeNet-5; unlike pairs from two new sources (Greek, Cyrillic letters) and other sizes,
                   chosen and committed with the rules' size bands, before measured
+    dissimilar-5  LeNet-5; more unlike pairs and sizes, chosen and committed with the rules' ceiling and
+                  refitted table (after dissimilar-4), before measured
     deeper        ResNet-20 (its stem and three stages as groups) on typed digits -> scanned digits,
                   with frozen BatchNorm in inference mode against `--train-bn`, on little data
 
@@ -287,6 +289,38 @@ PRESETS = {
                         "fashion-mnist",
                         "digits",
                         20,
+                    ),
+                ),
+                LENET,
+                seeds=1,
+                source_flags={**MEASURED_SOURCES, "epochs": 2},  # as the other dissimilar grids' sources
+            ),
+            Grid(
+                "dissimilar-5",
+                "lenet5",
+                (  # pre-registered: chosen and committed with the ceiling rule and the refitted table (issue
+                    # 21), before any of it was measured; pairs and sizes in no other grid
+                    _s("greek-mnist", "handwritten digits from Greek letters", GREEK, "mnist", 10, 100),
+                    _s(
+                        "cyrillic-fashion", "clothing from Cyrillic letters", CYRILLIC, "fashion-mnist", 5, 50
+                    ),
+                    _s("greek-typed", "typed digits from Greek letters", GREEK, TYPED, 10),
+                    _s("cyrillic-digits", "scanned digits from Cyrillic letters", CYRILLIC, "digits", 10),
+                    _s("mnist-latin", "letters from digits, a middle size", "mnist", LATIN, 30),
+                    _s(
+                        "fashion-greek",
+                        "Greek letters from clothing, another size",
+                        "fashion-mnist",
+                        GREEK,
+                        50,
+                    ),
+                    _s("latin-fashion", "clothing from letters, another size", LATIN, "fashion-mnist", 20),
+                    _s(
+                        "typed-cyrillic",
+                        "Cyrillic letters from typed digits, a middle size",
+                        TYPED,
+                        CYRILLIC,
+                        30,
                     ),
                 ),
                 LENET,

@@ -127,13 +127,13 @@ def fit_rules(rows: list[dict], *, small: int, large: int, similar_probe: float,
 
 def refit_table(rows: list[dict], to_scratch, cell) -> tuple[dict, dict]:
     """(table, record) of `pick` on the `rows` that the scratch rules leave to the table: `to_scratch(n,
-    gain, kept)` says whether they send a row to scratch, `cell(n, probe_source, kept)` is its cell. How
+    probe_source, probe_random, kept)` says whether they send a row to scratch, `cell(n, probe_source, kept)` is its cell. How
     `advise.TABLE` and `advise.RECORD` were refitted with the size bands (issue 21), on every LeNet-5 row
     measured before the dissimilar-4 grid; cells without a row keep the textbook's strategy."""
     by_cell: dict = {}
     for row in rows:
         n, gain, kept, probe_source = _figures(row)
-        if not to_scratch(n, gain, kept):
+        if not to_scratch(n, probe_source, probe_source - gain, kept):
             by_cell.setdefault(cell(n, probe_source, kept), []).append(row)
     table, record = dict(TEXTBOOK), {}
     for c, members in by_cell.items():
