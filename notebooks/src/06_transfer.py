@@ -165,8 +165,8 @@ for n in sizes:
 # Where does a new problem sit in the table? `advise` measures both axes: images per class, and how
 # good the source's features are on the new data (a linear probe, cross-validated on the training
 # images, on the source's features against the same probe on random features of the same network).
-# The rules that turn these figures into a strategy were fitted on the transfer study's calibration
-# grid (`reports/transfer/`). The same as `cnnzoo advise --from lenet5:glyphs-latin --data
+# The rules that turn these figures into a strategy were chosen on the transfer study's grids and scored
+# on grids committed before they were measured (`reports/transfer/`). The same as `cnnzoo advise --from lenet5:glyphs-latin --data
 # glyphs-cyrillic --samples-per-class 20`:
 
 # %%

@@ -265,10 +265,7 @@ def recommend(
             f"{'similar' if similar else 'different'} data"
         )
     if gain <= 0:
-        reasons.append(
-            f"the source's features are no better than random ones here ({gain:+.1f} points): what it learned "
-            "does not carry over"
-        )
+        reasons.append(f"the source's features are no better than random ones here ({gain:+.1f} points)")
     rule = _scratch_rule(samples_per_class, probe_source, probe_random, kept)
     if rule == "worse":
         reasons.append(
