@@ -30,7 +30,7 @@ def test_index_lists_every_study(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| study")]
     assert len(rows) == len(NAMES)
     transfer = next(r for r in rows if "`transfer`" in r)
-    assert "advice out of sample" in transfer and "principles held" in transfer  # its own finding()
+    assert "advice on the held-out rows" in transfer and "principles held" in transfer  # its own finding()
     assert "(transfer/README.md)" in transfer
     assert sum("| not run |" in r for r in rows) == len(NAMES) - 1
 

@@ -790,7 +790,7 @@ register_study(
         summary="does the transfer-learning folklore hold, and the advisor out of sample? strategies x data x source",
         run=run_transfer_study,
         report=rewrite_report,
-        finding=finding,  # transfer_report's: advice out of sample, principles held
+        finding=finding,  # transfer_report's: advice on the held-out rows, principles held
         default_out="reports/transfer",
     )
 )
