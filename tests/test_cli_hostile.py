@@ -330,6 +330,12 @@ def test_random_bytes_as_a_source_are_not_called_python_objects(tmp_path, capsys
 # --- Ctrl-C while starting ----------------------------------------------------------------------
 
 
+def interruptible():
+    """Start the child taking Ctrl-C as a terminal's foreground job does, however the suite was started
+    (a background job of a script starts with SIGINT ignored, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 1.3, 2.0])
 def test_ctrl_c_while_starting_up_is_no_traceback(delay, tmp_path):
     """SIGINT while Python imports torch (or, later, loads the data): one line, exit 130, no traceback.
@@ -338,6 +344,7 @@ def test_ctrl_c_while_starting_up_is_no_traceback(delay, tmp_path):
         [sys.executable, "-m", "cnnzoo", "train", "lenet5", "--train-subset", "640", "--epochs", "1",
          "--out", str(tmp_path / "r")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=QUIET_ENV,
+        preexec_fn=interruptible,
     )  # fmt: skip
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -231,9 +232,14 @@ def test_lenet5_1998_learns_with_its_defaults(tmp_path):
     assert result.final_acc > 70.0
 
 
+def interruptible():
+    """Start the child taking Ctrl-C as a terminal's foreground job does, however the suite was started
+    (a background job of a script starts with SIGINT ignored, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_real_ctrl_c_saves_and_resume_finishes(tmp_path):
     """SIGINT to a real `cnnzoo train` process: it saves `last`, exits 130, and `--resume` completes the run."""
-    import signal
     import time
 
     run = tmp_path / "run"
@@ -252,7 +258,9 @@ def test_real_ctrl_c_saves_and_resume_finishes(tmp_path):
         "--out",
         str(run),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:  # wait for the first epoch
         time.sleep(0.2)
