@@ -344,7 +344,7 @@ def test_the_report_says_which_grids_are_in_sample(results, tmp_path):
     pick = advised(row)
     text = write_report(results, tmp_path).read_text()
     assert (
-        "Out of sample for the rules as they stand (`advise.py` unchanged since the grid was committed, before "
+        "Out of sample for the rules as they stand (the rules' picks unchanged since the grid was committed, before "
         "it was measured): dissimilar-5." in text
     )
     assert (
@@ -352,7 +352,7 @@ def test_the_report_says_which_grids_are_in_sample(results, tmp_path):
         in text
     )
     assert "All held-out rows together (held-out + dissimilar-5) (the held-out rows are in sample" in text
-    assert "The dissimilar-5 grid (the rules as they stand: `advise.py` unchanged since" in text
+    assert "The dissimilar-5 grid (the rules as they stand: the rules' picks unchanged since" in text
     assert "The rules' picks on the dissimilar-5 grid" in text
     # no better than random at 5 a class: said, but too few images for scratch (the size bands, issue 21)
     assert "| fashion-mnist → glyphs-greek | 5 | -10.0 | 30% | yes | full (near) |" in text
@@ -396,7 +396,7 @@ def test_each_grid_before_the_last_is_in_sample_for_the_rules_changed_after_it(r
     )
     assert "dissimilar-4 (the ceiling of random features (80%) and the table refitted after it)" in text
     assert (
-        "Out of sample for the rules as they stand (`advise.py` unchanged since the grid was committed, before it was measured): dissimilar-5."
+        "Out of sample for the rules as they stand (the rules' picks unchanged since the grid was committed, before it was measured): dissimilar-5."
         in text
     )
     assert (

@@ -100,7 +100,7 @@ GRID_TEXT = {
     "features, the table refitted on all 73 LeNet-5 rows measured before) out of sample: more unlike pairs "
     "(handwritten and typed digits from Greek letters, clothing and scanned digits from Cyrillic letters) and "
     "unlike pairs at sizes no grid had, chosen and committed with those rules (commit 22a8883) before any of it "
-    "was measured; `advise.py` was not changed since. One seed; 2-epoch sources; measured by a run of this grid "
+    "was measured; the rules' picks were not changed since (only one reason's wording). One seed; 2-epoch sources; measured by a run of this grid "
     "alone (`run_transfer_study(grids=('dissimilar-5',), seeds=1)`).",
 }
 # the grids no threshold of the rules was chosen on before they were measured (see IN_SAMPLE for after)
@@ -521,7 +521,7 @@ def _caveat(grids: list[dict]) -> str:
         whose = "that grid's" if len(inside) == 1 else "those grids'"
         return f" (the {names} rows are in sample for rules changed after them: see {whose} text)"
     if len(names) == 1 and names[0] in UNLIKE_GRIDS:
-        return " (the rules as they stand: `advise.py` unchanged since the grid was committed, before it was measured)"
+        return " (the rules as they stand: the rules' picks unchanged since the grid was committed, before it was measured)"
     return ""
 
 
@@ -536,7 +536,7 @@ def _sample_lines(results: dict) -> list[str]:
         "In sample or not: a rule of the advisor was chosen after these grids' rows were measured, so their scores "
         "are in sample for it: "
         + "; ".join(inside)
-        + ". Out of sample for the rules as they stand (`advise.py` "
+        + ". Out of sample for the rules as they stand (the rules' picks "
         "unchanged since the grid was committed, before it was measured): " + ", ".join(outside) + "."
     ]
 
