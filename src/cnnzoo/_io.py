@@ -167,6 +167,19 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     write_files([(Path(path), write)])
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON file holding one object (a config), or one line naming `what` is wrong with it."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CnnzooError(f"{path}: corrupt {what} ({e})") from None
+    except OSError as e:
+        raise CnnzooError(f"cannot read {path}: {describe_os_error(e)}") from None
+    if not isinstance(obj, dict):
+        raise CnnzooError(f"{path}: corrupt {what} (a JSON object expected)")
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 

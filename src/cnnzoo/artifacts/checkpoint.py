@@ -35,7 +35,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .._io import atomic_write, describe_os_error, note, write_files
+from .._io import atomic_write, describe_os_error, note, read_json_object, write_files
 from ..errors import CnnzooError
 from ..models import create_model
 from ..models._validate import check_config
@@ -179,17 +179,9 @@ def _previous_of(weights: Path) -> Path:
 
 def read_meta(weights: Path) -> dict:
     meta_path = Path(weights).with_suffix(".json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise CnnzooError(f"{weights}: its config {meta_path.name} is missing beside it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CnnzooError(f"{meta_path}: corrupt checkpoint config ({e})") from None
-    except OSError as e:
-        raise CnnzooError(f"cannot read {meta_path}: {describe_os_error(e)}") from None
-    if not isinstance(meta, dict):
-        raise CnnzooError(f"{meta_path}: corrupt checkpoint config (a JSON object expected)")
-    return meta
+    if not meta_path.exists():
+        raise CnnzooError(f"{weights}: its config {meta_path.name} is missing beside it")
+    return read_json_object(meta_path, "checkpoint config")
 
 
 def check_meta(meta: dict, meta_path: Path) -> None:

@@ -9,13 +9,12 @@ Every field of `config.json` is checked against the weights (or the ONNX graph's
 before anything is built (`models._validate.check_config`): a tampered config is one line naming the field.
 """
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .._io import describe_os_error
+from .._io import read_json_object
 from ..errors import CnnzooError
 from ..models import create_model
 from ..models._validate import Found, check_config
@@ -46,16 +45,7 @@ def is_export_folder(path) -> bool:
 
 def read_export_config(folder) -> dict:
     """`config.json` as a dict; unreadable or not a JSON object is one line."""
-    path = Path(folder) / "config.json"
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CnnzooError(f"{path}: corrupt export config ({e})") from None
-    except OSError as e:
-        raise CnnzooError(f"cannot read {path}: {describe_os_error(e)}") from None
-    if not isinstance(meta, dict):
-        raise CnnzooError(f"{path}: corrupt export config (a JSON object expected)")
-    return meta
+    return read_json_object(Path(folder) / "config.json", "export config")
 
 
 def load_export(folder) -> tuple[nn.Module, dict]:
