@@ -89,14 +89,20 @@ def feature_maps(model: nn.Module, x: Tensor) -> list[LayerMaps]:
         return hook
 
     modules = dict(model.named_modules())
-    hooks = [modules[n].register_forward_hook(keep(n, k)) for n, k in feature_layers(model)]
+    _forward_hooked(
+        model, x, [modules[n].register_forward_hook(keep(n, k)) for n, k in feature_layers(model)]
+    )
+    return found
+
+
+def _forward_hooked(model: nn.Module, x: Tensor, hooks: list) -> None:
+    """One inference pass of `x` for what the `hooks` record; the hooks are removed however it ends."""
     try:
         with torch.inference_mode():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return found
 
 
 @dataclass
@@ -132,12 +138,7 @@ def dense_activations(model: nn.Module, x: Tensor) -> list[DenseActivations]:
     for n in dense:
         pre, post = keep(n)
         hooks += [named[n].register_forward_pre_hook(pre), named[n].register_forward_hook(post)]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_hooked(model, x, hooks)
     found = [
         DenseActivations(a, nxt.numpy().copy()) for (a, _), (_, nxt) in zip(inputs, inputs[1:], strict=False)
     ]
