@@ -199,21 +199,32 @@ def cmd_train(args) -> int:
             given=given,
             auto_resume=args.auto_resume,
         )
-    if result.interrupted:
-        return 130
-    if result.already_finished:
-        print(
-            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy {result.final_acc:.2f}% "
-            f"(best {result.best_acc:.2f}%); nothing to resume. To train it further: "
-            f"cnnzoo train --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
-        )
-        return 0
+    ended = _ended_early(result, "train")
+    if ended is not None:
+        return ended
     if result.is_main:  # under torchrun, rank 0 speaks for all
         print(
             f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) after {count(result.epochs_run, 'epoch')} "
             f"in {result.seconds:.1f} s; run folder {result.run_dir}"
         )
     return 0
+
+
+def _ended_early(result, command: str) -> int | None:
+    """The exit status of a run that trained nothing to report (interrupted: the hint to continue is
+    printed, no accuracy of an unfinished run; already finished: how to train it further), else None."""
+    from .engine.runfolder import count
+
+    if result.interrupted:
+        return 130
+    if result.already_finished:
+        print(
+            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy "
+            f"{result.final_acc:.2f}% (best {result.best_acc:.2f}%); nothing to resume. To train it further: "
+            f"cnnzoo {command} --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
+        )
+        return 0
+    return None
 
 
 def cmd_evaluate(args) -> int:
@@ -382,7 +393,7 @@ def _finetune_plan(args, model: str | None):
 
 def cmd_finetune(args) -> int:
     from .engine.resume import resume_run_dir
-    from .engine.runfolder import count, read_json
+    from .engine.runfolder import read_json
     from .transfer.finetune import finetune, resume_finetune
 
     _check_auto_resume(args)
@@ -410,15 +421,9 @@ def cmd_finetune(args) -> int:
             splits=splits,
             auto_resume=args.auto_resume,
         )
-    if result.interrupted:  # the hint to continue is printed; no accuracy of an unfinished run
-        return 130
-    if result.already_finished:
-        print(
-            f"{result.run_dir} is already finished: {count(result.epochs_run, 'epoch')}, test accuracy "
-            f"{result.final_acc:.2f}% (best {result.best_acc:.2f}%); nothing to resume. To train it further: "
-            f"cnnzoo finetune --resume {result.run_dir} --epochs N (N > {result.epochs_run})"
-        )
-        return 0
+    ended = _ended_early(result, "finetune")
+    if ended is not None:
+        return ended
     print(
         f"test accuracy {result.final_acc:.2f}% (best {result.best_acc:.2f}%) with strategy {strategy} "
         f"in {result.seconds:.1f} s; run folder {result.run_dir}"
