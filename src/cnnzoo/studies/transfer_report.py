@@ -597,25 +597,29 @@ def _picks_table(grid: dict) -> list[str]:
     ]
     for setting in grid["settings"]:
         for row in setting["rows"]:
-            a, pick = row["advice"], advised(row)
+            a = row["advice"]
             gain = a["probe_source"] - a["probe_random"]
             kept = f"{100 * a['kept']:.0f}%" if a.get("kept") is not None else "-"
-            why = recommend(
+            pick, reasons = recommend(
                 a["samples_per_class"], a["probe_source"], a["probe_random"], a["kept"], a["num_groups"]
-            )
+            )  # what `advised` re-derives, with its reasons
             name, top = best(row)
-            got = row["cells"][pick]["mean"] if pick in row["cells"] else float("nan")
             lines.append(
                 f"| {setting['source_data']} → {setting['target_data']} | {row['samples_per_class']} | {gain:+.1f} | "
-                f"{kept} | {_no_better(gain)} | {_mark(row, pick)} | {_why(why[1][-1])} | "
-                f"{name} {top:.1f}% | {got - top:+.1f} |"
+                f"{kept} | {_no_better(gain)} | {_mark(row, pick)} | {_why(reasons[-1])} | "
+                f"{name} {top:.1f}% | {_mean(row, pick) - top:+.1f} |"
             )
     return lines
 
 
+def _mean(row: dict, strategy: str) -> float:
+    """A strategy's mean accuracy on a row (nan where it was not measured)."""
+    return row["cells"][strategy]["mean"] if strategy in row["cells"] else float("nan")
+
+
 def _no_better(gain: float) -> str:
-    """Whether the source's features are no better than random ones: measurably (below SCRATCH_GAIN, where
-    the rules say scratch at any size), within the probe's noise of them (SCRATCH_GAIN to 0), or better."""
+    """Whether the source's features are no better than random ones: measurably (below SCRATCH_GAIN), within
+    the probe's noise of them (SCRATCH_GAIN to 0), or better."""
     return "yes" if gain < SCRATCH_GAIN else "within noise" if gain <= 0 else "no"
 
 
@@ -623,8 +627,8 @@ def _why(reason: str) -> str:
     """The rules' verdict in a few words, for the picks table."""
     if "substantially different source" in reason:
         return "unlike source: scratch"
-    if "plenty of different data" in reason:
-        return "different features: scratch"
+    if "not worth its bias" in reason:
+        return "source not worth its bias: scratch"
     if "train from scratch, the source will not help" in reason:
         return "features below random: scratch"
     return reason.split(":")[0]
@@ -638,7 +642,7 @@ def _misses(grid: dict) -> list[str]:
             name, top = best(row)
             for who, pick in (("rules", advised(row)), ("trial", _trial_pick(row))):
                 if pick and not near_best(row, pick):
-                    got = row["cells"][pick]["mean"] if pick in row["cells"] else float("nan")
+                    got = _mean(row, pick)
                     lines.append(
                         f"- {who} off: {setting['source_data']} → {setting['target_data']}, "
                         f"{row['samples_per_class']} per class: {pick} {got:.1f}% against {name} {top:.1f}% "
